@@ -1,0 +1,183 @@
+"""Configuration of CamJoint: joint fine-grained classification and captioning (Yoon et al., ETRI Journal 2020).
+
+This file ships next to every checkpoint as remote code: it imports only `transformers`.
+"""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+VARIANTS = ("cnn", "lrcn", "intermediate", "cam", "semantic")
+CONDITIONINGS = ("every_step", "init_state", "first_step")
+CAM_GRADIENT_MODES = ("exact", "first_order")
+CAM_TRAINS = ("intermediate", "all")
+ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid", "identity")
+
+
+class CamJointConfig(PretrainedConfig):
+    r"""
+    Configuration of [`CamJointModel`]. The four model variants of the paper (section 4.3) and the semantically
+    regularised design of Liu et al. (CVPR 2017) are values of `variant`:
+
+    | variant        | parts                                                        | training loss                   |
+    | -------------- | ------------------------------------------------------------ | ------------------------------- |
+    | `cnn`          | encoder + classifier                                         | L_class                         |
+    | `lrcn`         | encoder + LSTM captioner                                     | L_caption                       |
+    | `intermediate` | encoder + f_medi + classifier + captioner                    | L_class + L_caption             |
+    | `cam`          | same as `intermediate`                                       | L_class + L_caption + L_cam     |
+    | `semantic`     | f_medi predicts concept probabilities (sigmoid, BCE)          | L_concept + L_caption (+ class) |
+
+    Args:
+        encoder_name (`str`, defaults to `"resnet18"`):
+            Any timm CNN whose `forward_features` returns a `(batch, channels, height, width)` map (the paper uses
+            `inception_v4`). The encoder is always created with random weights here: ImageNet weights are loaded only
+            by [`CamJointModel.load_pretrained_encoder`], which training calls when asked (`--encoder-pretrained`).
+        encoder_channels (`int`, *optional*):
+            Channels of the encoder's last feature map. Filled in when the model is built; kept in the config so that
+            a checkpoint states what its weights expect.
+        freeze_encoder (`bool`, defaults to `True`):
+            Keep the encoder fixed (Algorithm 1 lines 15-17 do not update it). `False` fine-tunes it jointly with the
+            heads, as in the ImageCLEF 2016 joint CNN+LSTM training.
+        variant (`str`, defaults to `"cam"`): one of `cnn`, `lrcn`, `intermediate`, `cam`, `semantic` (table above).
+        intermediate_size (`int`, defaults to 1024): width D of the intermediate layer f_medi (1024 in the paper).
+        intermediate_activation (`str`, defaults to `"relu"`): non-linearity of f_medi (`semantic` forces sigmoid).
+        num_concepts (`int`, defaults to 1000):
+            For `variant="semantic"`: K, the number of concept words (the K most frequent caption words) predicted by
+            the intermediate layer. `intermediate_size` is set to it.
+        word_embedding_size (`int`, defaults to 512): size of the caption word embeddings.
+        hidden_size (`int`, defaults to 1024): LSTM hidden units (1024 in the paper).
+        num_lstm_layers (`int`, defaults to 1): stacked LSTM layers.
+        conditioning (`str`, defaults to `"every_step"`):
+            How the image vector z conditions the LSTM: `every_step` (LRCN: z is concatenated to every word
+            embedding), `init_state` (z sets the initial hidden and cell states through a linear layer; the semantic
+            regularisation paper) or `first_step` (Show-and-Tell / NIC: z, projected to the word-embedding size, is the
+            LSTM's input at step 0 and the words follow).
+        dropout (`float`, defaults to 0.0): dropout on word embeddings and LSTM outputs during training.
+        vocab_size (`int`, defaults to 16): size of the caption vocabulary (set from the tokenizer).
+        max_caption_length (`int`, defaults to 32): longest caption, in tokens including bos and eos.
+        class_loss_weight, caption_loss_weight (`float`, default 1.0): weights of L_class and L_caption.
+        concept_loss_weight (`float`, defaults to 1.0): weight of the concept BCE loss (`semantic`).
+        use_cam_loss (`bool`, *optional*):
+            Train with the CAM disagreement loss. Defaults to `True` for `variant="cam"`, `False` otherwise; `True`
+            with `variant="semantic"` adds it to the semantically regularised model (the concept layer is f_medi).
+        cam_loss_weight (`float`, defaults to 1.0): weight of the CAM disagreement loss L_cam (eq. 6).
+        cam_relu (`bool`, defaults to `True`):
+            Apply ReLU to the CAM as Grad-CAM does; `False` keeps the plain weighted sum of eq. 5.
+        cam_gradient_mode (`str`, defaults to `"first_order"`):
+            `exact` differentiates L_cam through the full second-order graph (the head's sensitivity dy/dz depends on
+            z); `first_order` treats the head's sensitivity dy/dz as a constant, so L_cam reaches f_medi through its
+            own Jacobian only. Both are equal on the (linear) classifier path; `first_order` drops the LSTM's
+            second-order term and is much cheaper.
+        cam_trains (`str`, defaults to `"intermediate"`):
+            What L_cam trains: `intermediate` = f_medi only (Algorithm 1 lines 15-17); `all` = every trainable
+            parameter the maps depend on (heads, captioner, and the encoder when it is not frozen).
+        cam_caption_target (`str`, defaults to `"sum"`):
+            Score y of a caption target: `sum` of the token log-probabilities (the log-probability of the whole
+            caption given the image) or `mean` (length-normalised).
+        initializer_range (`float`, defaults to 0.02): std of the normal initialisation of the heads.
+        bos_token_id, eos_token_id, pad_token_id, unk_token_id (`int`): special token ids of the caption vocabulary.
+    """
+
+    model_type = "cam_joint"
+
+    def __init__(
+        self,
+        encoder_name: str = "resnet18",
+        encoder_channels: int | None = None,
+        freeze_encoder: bool = True,
+        variant: str = "cam",
+        intermediate_size: int = 1024,
+        intermediate_activation: str = "relu",
+        num_concepts: int = 1000,
+        word_embedding_size: int = 512,
+        hidden_size: int = 1024,
+        num_lstm_layers: int = 1,
+        conditioning: str = "every_step",
+        dropout: float = 0.0,
+        vocab_size: int = 16,
+        max_caption_length: int = 32,
+        class_loss_weight: float = 1.0,
+        caption_loss_weight: float = 1.0,
+        concept_loss_weight: float = 1.0,
+        use_cam_loss: bool | None = None,
+        cam_loss_weight: float = 1.0,
+        cam_relu: bool = True,
+        cam_gradient_mode: str = "first_order",
+        cam_trains: str = "intermediate",
+        cam_caption_target: str = "sum",
+        initializer_range: float = 0.02,
+        bos_token_id: int = 1,
+        eos_token_id: int = 2,
+        pad_token_id: int = 0,
+        unk_token_id: int = 3,
+        **kwargs,
+    ):
+        _check_choice("variant", variant, VARIANTS)
+        _check_choice("conditioning", conditioning, CONDITIONINGS)
+        _check_choice("cam_gradient_mode", cam_gradient_mode, CAM_GRADIENT_MODES)
+        _check_choice("cam_trains", cam_trains, CAM_TRAINS)
+        _check_choice("intermediate_activation", intermediate_activation, ACTIVATIONS)
+        _check_choice("cam_caption_target", cam_caption_target, ("sum", "mean"))
+        if variant == "semantic":
+            intermediate_size, intermediate_activation = num_concepts, "sigmoid"
+        for name, value in (("intermediate_size", intermediate_size), ("hidden_size", hidden_size),
+                            ("word_embedding_size", word_embedding_size), ("num_lstm_layers", num_lstm_layers),
+                            ("max_caption_length", max_caption_length)):
+            if int(value) < 1:
+                raise ValueError(f"CamJointConfig.{name} must be a positive integer, got {value!r}")
+        self.encoder_name = encoder_name
+        self.encoder_channels = encoder_channels
+        self.freeze_encoder = freeze_encoder
+        self.variant = variant
+        self.intermediate_size = intermediate_size
+        self.intermediate_activation = intermediate_activation
+        self.num_concepts = num_concepts
+        self.word_embedding_size = word_embedding_size
+        self.hidden_size = hidden_size
+        self.num_lstm_layers = num_lstm_layers
+        self.conditioning = conditioning
+        self.dropout = dropout
+        self.vocab_size = vocab_size
+        self.max_caption_length = max_caption_length
+        self.class_loss_weight = class_loss_weight
+        self.caption_loss_weight = caption_loss_weight
+        self.concept_loss_weight = concept_loss_weight
+        self.use_cam_loss = (variant == "cam") if use_cam_loss is None else bool(use_cam_loss)
+        if self.use_cam_loss and variant not in ("cam", "semantic"):
+            raise ValueError(f"CamJointConfig.use_cam_loss needs both heads and f_medi (variant cam or semantic), "
+                             f"not variant={variant!r}")
+        self.cam_loss_weight = cam_loss_weight
+        self.cam_relu = cam_relu
+        self.cam_gradient_mode = cam_gradient_mode
+        self.cam_trains = cam_trains
+        self.cam_caption_target = cam_caption_target
+        self.initializer_range = initializer_range
+        self.unk_token_id = unk_token_id
+        super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+
+    # What each variant builds. Properties, not stored fields, so they can never disagree with `variant`.
+    @property
+    def has_classifier(self) -> bool:
+        return self.variant != "lrcn"
+
+    @property
+    def has_captioner(self) -> bool:
+        return self.variant != "cnn"
+
+    @property
+    def has_intermediate(self) -> bool:
+        return self.variant in ("intermediate", "cam", "semantic")
+
+    @property
+    def uses_cam_loss(self) -> bool:
+        return bool(self.use_cam_loss)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"CamJointConfig.{name}={value!r} is not one of {', '.join(choices)}")
+
+
+__all__ = ["CamJointConfig"]
+
+CamJointConfig.register_for_auto_class()
