@@ -15,7 +15,8 @@ AutoConfig.register("cam_joint", CamJointConfig, exist_ok=True)
 AutoModel.register(CamJointConfig, CamJointModel, exist_ok=True)
 AutoModelForImageClassification.register(CamJointConfig, CamJointForImageClassification, exist_ok=True)
 AutoModelForImageTextToText.register(CamJointConfig, CamJointModel, exist_ok=True)
-AutoImageProcessor.register(CamJointConfig, slow_image_processor_class=CamJointImageProcessor, exist_ok=True)
+AutoImageProcessor.register(CamJointConfig, image_processor_classes={"pil": CamJointImageProcessor,
+                                                              "torchvision": CamJointImageProcessor}, exist_ok=True)
 AutoProcessor.register(CamJointConfig, CamJointProcessor, exist_ok=True)
 
 __all__ = ["CamJointConfig", "CamJointModel", "CamJointForImageClassification", "CamJointOutput",

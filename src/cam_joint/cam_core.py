@@ -21,6 +21,11 @@ import torch
 from torch import Tensor
 
 
+def at_least_float32(tensor: Tensor) -> Tensor:
+    """Upcast half precision (autocast) to float32 for reductions; keep float32 and float64 as they are."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 def cam_from_pooled_gradient(feature_maps: Tensor, pooled_gradient: Tensor, relu: bool = True) -> Tensor:
     """Grad-CAM maps from the gradient of the targets with respect to the pooled features.
 
@@ -30,11 +35,11 @@ def cam_from_pooled_gradient(feature_maps: Tensor, pooled_gradient: Tensor, relu
         relu: apply Grad-CAM's ReLU.
 
     Returns:
-        Maps of shape (B, h, w) (or (K, B, h, w)), in float32 whatever the autocast dtype.
+        Maps of shape (B, h, w) (or (K, B, h, w)), in float32 under autocast (float64 stays float64).
     """
     h, w = feature_maps.shape[-2:]
-    weights = pooled_gradient.float() / (h * w)  # a_k = (1/Z) sum_ij (1/hw) dy/dp_k = dy/dp_k / hw
-    maps = torch.einsum("...bc,bchw->...bhw", weights, feature_maps.float())
+    weights = at_least_float32(pooled_gradient) / (h * w)  # a_k = (1/Z) sum_ij (1/hw) dy/dp_k = dy/dp_k / hw
+    maps = torch.einsum("...bc,bchw->...bhw", weights, at_least_float32(feature_maps).to(weights.dtype))
     return torch.relu(maps) if relu else maps
 
 
@@ -62,8 +67,8 @@ def map_cosine(maps_a: Tensor, maps_b: Tensor, eps: float = 1e-12) -> Tensor:
     The `eps` inside each square root keeps the value and the gradient finite for an all-zero map (Grad-CAM's ReLU
     of an all-negative map): its cosine is 0 and, through the ReLU, its gradient is 0 rather than NaN.
     """
-    a = maps_a.flatten(1).float()
-    b = maps_b.flatten(1).float()
+    a = at_least_float32(maps_a.flatten(1))
+    b = at_least_float32(maps_b.flatten(1))
     return (a * b).sum(-1) / ((a.square().sum(-1) + eps).sqrt() * (b.square().sum(-1) + eps).sqrt())
 
 
@@ -101,5 +106,5 @@ class CaptionTarget:
         return total
 
 
-__all__ = ["cam_from_pooled_gradient", "pooled_gradient", "map_cosine", "disagreement_loss", "ClassTarget",
+__all__ = ["at_least_float32", "cam_from_pooled_gradient", "pooled_gradient", "map_cosine", "disagreement_loss", "ClassTarget",
            "CaptionTarget"]

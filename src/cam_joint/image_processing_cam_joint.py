@@ -31,9 +31,16 @@ def to_rgb(image) -> Image.Image:
         image = Image.fromarray(array.squeeze(-1) if array.ndim == 3 and array.shape[-1] == 1 else array)
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL image, numpy array or tensor, got {type(image).__name__}")
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+    if image.mode.startswith("I;16"):  # scale by bit depth, not by the image's own maximum: dark stays dark
+        image = Image.fromarray(np.clip(np.rint(np.asarray(image, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8))
+    elif image.mode == "I":  # 8- or 16-bit data in a 32-bit container
         array = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(array * (255.0 / max(array.max(), 1.0)), 0, 255).astype(np.uint8))
+        array = array / 257.0 if array.max(initial=0) > 255 else array
+        image = Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8))
+    elif image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        array = array * 255.0 if array.max(initial=0) <= 1.0 else array
+        image = Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8))
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):

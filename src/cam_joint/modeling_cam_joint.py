@@ -24,7 +24,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
-from .cam_core import CaptionTarget, cam_from_pooled_gradient, disagreement_loss, pooled_gradient
+from .cam_core import CaptionTarget, at_least_float32, cam_from_pooled_gradient, disagreement_loss, pooled_gradient
 from .configuration_cam_joint import CamJointConfig
 
 AUTO_MAP = {
@@ -107,8 +107,10 @@ class LSTMLayer(nn.Module):
         self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
         self.bias = nn.Parameter(torch.empty(4 * hidden_size))
 
-    def forward(self, inputs: Tensor, hidden: Tensor, cell: Tensor, gate_bias: Tensor | None = None):
-        """inputs (B, T, In); hidden, cell (B, H); gate_bias (B, 4H) added at every step (LRCN conditioning)."""
+    def forward(self, inputs: Tensor, hidden: Tensor, cell: Tensor, gate_bias: Tensor | None = None,
+                mask: Tensor | None = None):
+        """inputs (B, T, In); hidden, cell (B, H); gate_bias (B, 4H) added at every step (LRCN conditioning);
+        mask (B, T): where False (left padding of a batched prompt) the state is carried through unchanged."""
         projected = F.linear(inputs, self.weight_ih, self.bias)
         if gate_bias is not None:
             projected = projected + gate_bias.unsqueeze(1)
@@ -119,8 +121,12 @@ class LSTMLayer(nn.Module):
             sig = torch.sigmoid(gates[:, : 3 * self.hidden_size])
             input_gate, forget_gate, output_gate = sig.chunk(3, 1)
             candidate = torch.tanh(gates[:, 3 * self.hidden_size:])
-            cell = forget_gate * cell + input_gate * candidate
-            hidden = output_gate * torch.tanh(cell)
+            new_cell = forget_gate * cell + input_gate * candidate
+            new_hidden = output_gate * torch.tanh(new_cell)
+            if mask is not None:
+                keep = mask[:, step, None]
+                new_cell, new_hidden = torch.where(keep, new_cell, cell), torch.where(keep, new_hidden, hidden)
+            cell, hidden = new_cell, new_hidden
             outputs.append(hidden)
         return torch.stack(outputs, 1), hidden, cell
 
@@ -161,24 +167,62 @@ class LSTMCaptioner(nn.Module):
             _, cache = self.run(self.image_to_embedding(image_embeds).unsqueeze(1), cache)
         return cache
 
-    def run(self, inputs: Tensor, cache: LSTMCaptionCache) -> tuple[Tensor, LSTMCaptionCache]:
+    def run(self, inputs: Tensor, cache: LSTMCaptionCache,
+            mask: Tensor | None = None) -> tuple[Tensor, LSTMCaptionCache]:
         """Run the LSTM stack over input embeddings (B, T, E) from `cache`; returns outputs (B, T, H), new cache."""
         gate_bias = self.image_to_gates(cache.image_embeds) if self.config.conditioning == "every_step" else None
         hiddens, cells = [], []
         for index, layer in enumerate(self.layers):
             inputs, hidden, cell = layer(inputs, cache.hidden[index], cache.cell[index],
-                                         gate_bias if index == 0 else None)
+                                         gate_bias if index == 0 else None, mask)
             hiddens.append(hidden)
             cells.append(cell)
         return inputs, LSTMCaptionCache(torch.stack(hiddens), torch.stack(cells), cache.image_embeds)
 
     def forward(self, input_ids: Tensor, cache: LSTMCaptionCache | None = None,
-                image_embeds: Tensor | None = None) -> tuple[Tensor, LSTMCaptionCache]:
+                image_embeds: Tensor | None = None, mask: Tensor | None = None) -> tuple[Tensor, LSTMCaptionCache]:
         """Next-token logits (B, T, V) for `input_ids` (B, T), continuing from `cache` or starting from z."""
         if cache is None:
             cache = self.initial_state(image_embeds)
-        outputs, cache = self.run(self.dropout(self.embed_tokens(input_ids)), cache)
+        outputs, cache = self.run(self.dropout(self.embed_tokens(input_ids)), cache, mask)
         return self.lm_head(self.dropout(outputs)), cache
+
+
+    def greedy(self, image_embeds: Tensor, max_length: int, bos: int, eos: int, pad: int):
+        """Batched greedy decoding that also returns the chosen tokens' log-probabilities, with the autograd graph
+        when grad is enabled: the predicted caption's score comes out of the decoding pass itself, no second,
+        teacher-forced pass over the same tokens.
+
+        Returns tokens (B, L) = bos, w1, ..., eos, pad...; token_log_probs and token_mask (B, L-1) for w1..eos.
+        """
+        batch = image_embeds.shape[0]
+        tokens = torch.full((batch, 1), bos, dtype=torch.long, device=image_embeds.device)
+        running = torch.ones(batch, dtype=torch.bool, device=image_embeds.device)
+        cache = self.initial_state(image_embeds)
+        log_probs, masks = [], []
+        for _ in range(max_length - 1):
+            logits, cache = self(tokens[:, -1:], cache)
+            step_log_probs = torch.log_softmax(at_least_float32(logits[:, -1]), -1)
+            next_token = step_log_probs.detach().argmax(-1)
+            log_probs.append(step_log_probs.gather(1, next_token[:, None]).squeeze(1))
+            masks.append(running)
+            next_token = torch.where(running, next_token, torch.full_like(next_token, pad))
+            tokens = torch.cat([tokens, next_token[:, None]], 1)
+            running = running & (next_token != eos)
+            if not bool(running.any()):
+                break
+        return tokens, torch.stack(log_probs, 1), torch.stack(masks, 1).to(log_probs[0].dtype)
+
+
+class _GreedyScorer(nn.Module):
+    """`LSTMCaptioner.greedy` as a module call, so `torch.func.functional_call` can run it on detached weights."""
+
+    def __init__(self, captioner: LSTMCaptioner):
+        super().__init__()
+        self.captioner = captioner
+
+    def forward(self, image_embeds, max_length, bos, eos, pad):
+        return self.captioner.greedy(image_embeds, max_length, bos, eos, pad)
 
 
 class CamJointPreTrainedModel(PreTrainedModel):
@@ -188,6 +232,24 @@ class CamJointPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     input_modalities = ("image", "text")
     _no_split_modules = ["LSTMCaptioner"]
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """As PreTrainedModel's, but weights that do not fit the config raise (Transformers 5 only logs missing /
+        unexpected keys and random-initialises them), and the encoder's freeze state survives loading (the loader
+        re-creates every parameter with requires_grad=True)."""
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        bad = {name: sorted(info.get(name) or ()) for name in ("missing_keys", "unexpected_keys")}
+        bad = {name: keys for name, keys in bad.items() if keys}
+        if bad:
+            details = "; ".join(f"{len(keys)} {name.replace('_', ' ')} (e.g. {', '.join(keys[:3])})"
+                                for name, keys in bad.items())
+            raise ValueError(f"the checkpoint's weights do not fit this {cls.__name__} (encoder "
+                             f"{model.config.encoder_name!r}): {details}. Check encoder_name and the sizes in the "
+                             f"config.")
+        model.set_encoder_trainable(not model.config.freeze_encoder)
+        return (model, info) if output_loading_info else model
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -351,12 +413,12 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
         if self.classifier is not None:
             out.logits = self.classifier(z)
             if labels is not None:
-                losses["class_loss"] = (cfg.class_loss_weight, F.cross_entropy(out.logits.float(), labels))
+                losses["class_loss"] = (cfg.class_loss_weight, F.cross_entropy(at_least_float32(out.logits), labels))
         if cfg.variant == "semantic":
             out.concept_probs = z
             if concept_labels is not None:
                 losses["concept_loss"] = (cfg.concept_loss_weight,
-                                          F.binary_cross_entropy(z.float().clamp(1e-6, 1 - 1e-6),
+                                          F.binary_cross_entropy(at_least_float32(z).clamp(1e-6, 1 - 1e-6),
                                                                  concept_labels.float()))
         token_log_probs = token_mask = None
         if self.captioner is not None and input_ids is not None:
@@ -380,14 +442,19 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
             if image_embeds is None:
                 image_embeds = self.get_image_embeds(pixel_values, feature_maps)
             cache_params = self.captioner.initial_state(image_embeds)
-        logits, cache_params = self.captioner(input_ids, cache_params)
+            # Batched prompts are left-padded: padding must not move the LSTM before the prompt's bos.
+            padding = input_ids == self.config.pad_token_id
+            mask = ~padding if bool(padding.any()) else None
+        else:
+            mask = None
+        logits, cache_params = self.captioner(input_ids, cache_params, mask=mask)
         return CamJointCaptionStepOutput(logits=logits, cache_params=cache_params)
 
     def _token_log_probs(self, caption_logits: Tensor, input_ids: Tensor, attention_mask: Tensor | None):
         """log P(w_t | w_<t, image) of each caption token after bos, and the mask of real (non-pad) tokens."""
         targets = input_ids[:, 1:]
         mask = (targets != self.config.pad_token_id) if attention_mask is None else attention_mask[:, 1:].bool()
-        log_probs = -F.cross_entropy(caption_logits[:, :-1].float().transpose(1, 2), targets, reduction="none")
+        log_probs = -F.cross_entropy(at_least_float32(caption_logits[:, :-1]).transpose(1, 2), targets, reduction="none")
         return log_probs, mask.to(log_probs.dtype)
 
     def _check_caption_ids(self, input_ids: Tensor) -> None:
@@ -437,55 +504,64 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
 
     @torch.no_grad()
     def greedy_captions(self, image_embeds: Tensor, max_length: int | None = None) -> Tensor:
-        """Greedy decoding (bos, w1, ..., eos, pad...), batched, no generation-loop overhead: the predicted caption
-        of the CAM loss. Rows stop at eos; later positions are padding."""
+        """Greedy decoding (bos, w1, ..., eos, pad...), batched, without the generation loop's bookkeeping."""
         cfg = self.config
-        max_length = max_length or cfg.max_caption_length
-        batch = image_embeds.shape[0]
-        tokens = image_embeds.new_full((batch, 1), cfg.bos_token_id, dtype=torch.long)
-        finished = torch.zeros(batch, dtype=torch.bool, device=image_embeds.device)
-        cache = self.captioner.initial_state(image_embeds)
-        step_input = tokens
-        for _ in range(max_length - 1):
-            logits, cache = self.captioner(step_input, cache)
-            next_token = logits[:, -1].argmax(-1)
-            next_token = torch.where(finished, torch.full_like(next_token, cfg.pad_token_id), next_token)
-            tokens = torch.cat([tokens, next_token[:, None]], 1)
-            finished |= next_token == cfg.eos_token_id
-            if bool(finished.all()):
-                break
-            step_input = next_token[:, None]
-        return tokens
+        return self.captioner.greedy(image_embeds, max_length or cfg.max_caption_length, cfg.bos_token_id,
+                                     cfg.eos_token_id, cfg.pad_token_id)[0]
+
+    def _predicted_caption_sensitivity(self, z: Tensor, create_graph: bool, detach_captioner: bool):
+        """The greedy caption and dy/dz of its score, both from ONE decoding pass (decoded with the graph)."""
+        cfg = self.config
+        if not z.requires_grad:
+            z = z.detach().requires_grad_()
+        decode_args = (z, cfg.max_caption_length, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id)
+        if detach_captioner:
+            detached = {f"captioner.{name}": p.detach() for name, p in self.captioner.named_parameters()}
+            tokens, log_probs, mask = torch.func.functional_call(_GreedyScorer(self.captioner), detached,
+                                                                 decode_args)
+        else:
+            tokens, log_probs, mask = self.captioner.greedy(*decode_args)
+        score = CaptionTarget(cfg.cam_caption_target)(log_probs, mask)
+        (sensitivity,) = torch.autograd.grad(score.sum(), z, create_graph=create_graph)
+        return tokens, sensitivity
 
     def _cam_loss(self, feature_maps, pooled, z, class_logits, labels, input_ids, token_log_probs, token_mask):
         """Eq. 6 with Algorithm 1's routing. See `cam_gradient_mode` and `cam_trains` in the config."""
+        maps = self.disagreement_maps(feature_maps, pooled, z, class_logits, labels, input_ids, token_log_probs,
+                                      token_mask)
+        answer_class, predicted_class, answer_caption, predicted_caption = maps
+        return disagreement_loss(answer_caption, predicted_class, answer_class, predicted_caption)
+
+    def disagreement_maps(self, feature_maps, pooled, z, class_logits, labels, input_ids, token_log_probs=None,
+                          token_mask=None, gradient_mode: str | None = None) -> Tensor:
+        """The four maps of eq. 6, stacked (4, B, h, w): classifier answer / predicted class, captioner answer /
+        predicted (greedy) caption. Differentiable with the routing of `config.cam_trains`."""
         cfg = self.config
         trains_all = cfg.cam_trains == "all"
-        exact = cfg.cam_gradient_mode == "exact"
+        exact = (gradient_mode or cfg.cam_gradient_mode) == "exact"
         with torch.enable_grad():
             # What the maps are computed from: A and p detached unless L_cam may train the encoder.
             maps_source = feature_maps if trains_all else feature_maps.detach()
             pooled_cam = pooled if (trains_all and pooled.requires_grad) else pooled.detach().requires_grad_()
             predicted_class = class_logits.argmax(-1).detach()
-            predicted_caption = self.greedy_captions(z.detach())
             class_sens = torch.stack([self._class_sensitivity(labels, trains_all),
                                       self._class_sensitivity(predicted_class, trains_all)])
             if exact:
                 # Second order: s = dy/dz is a function of z = f_medi(p), so L_cam also reaches f_medi through s.
                 z_cam = self.image_vector(pooled_cam)
                 answer_sens = self._caption_sensitivity(input_ids, z_cam, True, not trains_all)
-                predicted_sens = self._caption_sensitivity(predicted_caption, z_cam, True, not trains_all)
+                _, predicted_sens = self._predicted_caption_sensitivity(z_cam, True, not trains_all)
             else:
                 # First order: s is a constant. The answer caption's teacher-forced pass is the caption loss's own.
-                answer_score = CaptionTarget(cfg.cam_caption_target)(token_log_probs, token_mask)
-                (answer_sens,) = torch.autograd.grad(answer_score.sum(), z, retain_graph=True)
-                predicted_sens = self._caption_sensitivity(predicted_caption, z.detach(), False, False)
+                if token_log_probs is None or not z.requires_grad:
+                    answer_sens = self._caption_sensitivity(input_ids, z.detach(), False, False)
+                else:
+                    answer_score = CaptionTarget(cfg.cam_caption_target)(token_log_probs, token_mask)
+                    (answer_sens,) = torch.autograd.grad(answer_score.sum(), z, retain_graph=True)
+                _, predicted_sens = self._predicted_caption_sensitivity(z.detach(), False, False)
             sensitivity = torch.cat([class_sens, answer_sens[None], predicted_sens[None]]).to(pooled_cam.dtype)
             grads = pooled_gradient(pooled_cam, self.image_vector, sensitivity, create_graph=True)
-            cams = cam_from_pooled_gradient(maps_source, grads, relu=cfg.cam_relu)
-            cam_answer_class, cam_predicted_class, cam_answer_caption, cam_predicted_caption = cams
-            return disagreement_loss(cam_answer_caption, cam_predicted_class, cam_answer_class,
-                                     cam_predicted_caption)
+            return cam_from_pooled_gradient(maps_source, grads, relu=cfg.cam_relu)
 
     def grad_cam(self, pixel_values: Tensor | None = None, labels: Tensor | None = None,
                  caption_ids: Tensor | None = None, create_graph: bool = False,

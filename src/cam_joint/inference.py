@@ -1,0 +1,328 @@
+"""Captioning, top-5 classes and CAM pictures for single images.
+
+    cam-joint caption --model runs/cam bird1.jpg bird2.jpg
+    cam-joint explain --model runs/cam bird1.jpg --output bird1_cam.png [--label CLASS]
+
+`explain_figure` draws the paper's Figures 3/4: the preprocessed (cropped) image, the classifier's Grad-CAM for its
+class and the captioner's Grad-CAM for its generated caption, each upsampled bilinearly to the image and overlaid,
+with the class and the caption as titles. Figures are built on matplotlib's Agg canvas directly (no pyplot), so
+nothing here touches the caller's matplotlib backend or leaks figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["load_image", "predict", "explain_figure", "save_cam_pictures", "resolve_label",
+           "add_caption_main_arguments", "caption_main", "add_explain_main_arguments", "explain_main"]
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def load_image(path: str | Path):
+    """Open an image file fully (so a damaged file fails here), as RGB-convertible PIL image.
+
+    Raises FileNotFoundError (missing file) or ValueError (not a readable image), each naming the file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from error
+
+
+def _image_processor(processor):
+    return getattr(processor, "image_processor", processor)
+
+
+def _id2label(model) -> dict[int, str]:
+    return {int(k): str(v) for k, v in (model.config.id2label or {}).items()}
+
+
+def resolve_label(model, label: int | str) -> int:
+    """A class id from an id (int or digit string) or a class name (exact, then case/space/underscore-insensitive)."""
+    num_labels = model.config.num_labels
+    id2label = _id2label(model)
+    if isinstance(label, (int, np.integer)) or (isinstance(label, str) and label.strip().isdigit()):
+        index = int(label)
+        if not 0 <= index < num_labels:
+            raise ValueError(f"class id {index} is out of range: the model has {num_labels} classes (0..{num_labels - 1})")
+        return index
+    names = {name: i for i, name in id2label.items()}
+    if label in names:
+        return names[label]
+
+    def key(text: str) -> str:
+        return re.sub(r"[\s_]+", " ", text).strip().lower()
+
+    matches = [i for name, i in names.items() if key(name) == key(label)]
+    if len(matches) == 1:
+        return matches[0]
+    examples = ", ".join(repr(id2label[i]) for i in sorted(id2label)[:5])
+    raise ValueError(f"unknown class {label!r}: give a class id (0..{num_labels - 1}) or a name such as {examples}")
+
+
+def _unnormalize(pixel_values: torch.Tensor, data_config: Mapping[str, Any] | None) -> np.ndarray:
+    """(3, H, W) normalised tensor -> (H, W, 3) float image in [0, 1]."""
+    image = pixel_values.detach().float().cpu()
+    if data_config is not None:
+        mean = torch.tensor(data_config["mean"], dtype=torch.float32)[:, None, None]
+        std = torch.tensor(data_config["std"], dtype=torch.float32)[:, None, None]
+        image = image * std + mean
+    return image.clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def _upsample(cam: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """(h, w) map -> (H, W) bilinear, min-max scaled to [0, 1] as Grad-CAM pictures are (a constant map -> 0)."""
+    up = F.interpolate(cam.detach().float().cpu()[None, None], size=(height, width), mode="bilinear",
+                       align_corners=False)[0, 0]
+    up = up - up.min()
+    span = float(up.max())
+    return (up / span).numpy() if span > 0 else up.numpy()
+
+
+@torch.no_grad()
+def predict(model, processor, images: Sequence, generation_kwargs: Mapping[str, Any] | None = None,
+            top_k: int = 5) -> list[dict[str, Any]]:
+    """Caption and classify PIL images. One dict per image: ``caption`` (if the model captions) and ``top_classes``
+    (if it classifies): a list of (class id, class name, probability), best first."""
+    image_processor = _image_processor(processor)
+    pixel_values = image_processor(list(images), return_tensors="pt")["pixel_values"].to(model.device)
+    feature_maps = model.get_feature_maps(pixel_values)
+    results: list[dict[str, Any]] = [{} for _ in range(len(pixel_values))]
+    if model.classifier is not None:
+        probs = model(feature_maps=feature_maps).logits.float().softmax(-1).cpu()
+        top = probs.topk(min(top_k, probs.shape[1]), dim=1)
+        id2label = _id2label(model)
+        for result, values, indices in zip(results, top.values, top.indices):
+            result["top_classes"] = [(int(i), id2label.get(int(i), str(int(i))), float(v))
+                                     for v, i in zip(values, indices)]
+    if model.captioner is not None:
+        ids = model.generate(feature_maps=feature_maps, **dict(generation_kwargs or {}))
+        for result, text, row in zip(results, processor.batch_decode(ids, skip_special_tokens=True), ids):
+            result["caption"] = " ".join(text.split())
+            result["caption_ids"] = row.cpu()
+    return results
+
+
+# ----------------------------------------------------------------------------------------------- figures
+def explain_figure(model, processor, image, label: int | str | None = None, *, true_label: int | str | None = None,
+                   generation_kwargs: Mapping[str, Any] | None = None, title: str | None = None):
+    """The image and its two Grad-CAMs side by side (a `matplotlib.figure.Figure` on an Agg canvas).
+
+    Panels: the preprocessed image (un-normalised; titled with `true_label` if given), the classifier's map for
+    `label` (default: its predicted class; titled with the class and its probability), the captioner's map for its
+    generated caption (titled with the caption). A model without one of the heads gets two panels.
+
+    Args:
+        model, processor: a `CamJointModel` and its `CamJointProcessor`.
+        image: a PIL image (or a path).
+        label: class (id or name) whose classifier map to draw instead of the predicted one.
+        true_label: the image's known class (id or name), shown over the image.
+        generation_kwargs: for ``model.generate``.
+        title: figure title (default: none).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if isinstance(image, (str, Path)):
+        image = load_image(image)
+    image_processor = _image_processor(processor)
+    data_config = image_processor.data_config() if hasattr(image_processor, "data_config") else None
+    was_training = model.training
+    model.eval()
+    try:
+        pixel_values = image_processor([image], return_tensors="pt")["pixel_values"].to(model.device)
+        with torch.no_grad():
+            feature_maps = model.get_feature_maps(pixel_values)
+        id2label = _id2label(model)
+        panels = []  # (title, map or None)
+        if model.classifier is not None:
+            with torch.no_grad():
+                probs = model(feature_maps=feature_maps).logits.float().softmax(-1)[0].cpu()
+            predicted = int(probs.argmax())
+            target = predicted if label is None else resolve_label(model, label)
+            cam = model.grad_cam(feature_maps=feature_maps, labels=torch.tensor([target], device=model.device))[0]
+            name = id2label.get(target, str(target))
+            kind = "predicted class" if label is None else "class"
+            text = f"Classifier CAM, {kind}:\n{name} (p={float(probs[target]):.2f})"
+            if label is not None and target != predicted:
+                text += f"\n[predicted: {id2label.get(predicted, str(predicted))}]"
+            panels.append((text, cam))
+        if model.captioner is not None:
+            with torch.no_grad():
+                ids = model.generate(feature_maps=feature_maps, **dict(generation_kwargs or {}))
+            caption = " ".join(processor.batch_decode(ids, skip_special_tokens=True)[0].split())
+            cam = model.grad_cam(feature_maps=feature_maps, caption_ids=ids)[0]
+            panels.append((f"Captioner CAM:\n\"{caption or '(empty caption)'}\"", cam))
+    finally:
+        model.train(was_training)
+
+    shown = _unnormalize(pixel_values[0], data_config)
+    height, width = shown.shape[:2]
+    wrap = 34
+    columns = 1 + len(panels)
+    figure = Figure(figsize=(3.4 * columns, 4.2), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, columns, squeeze=False)[0]
+    image_title = "Image"
+    if true_label is not None:
+        try:
+            true_name = id2label.get(resolve_label(model, true_label), str(true_label))
+        except ValueError:
+            true_name = str(true_label)
+        image_title = f"Image, class:\n{true_name}"
+    axes[0].imshow(shown)
+    axes[0].set_title(image_title, fontsize=9)
+    heat = None
+    for axis, (text, cam) in zip(axes[1:], panels):
+        up = _upsample(cam, height, width)
+        axis.imshow(shown)
+        heat = axis.imshow(up, cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0, interpolation="bilinear")
+        if float(cam.max()) == float(cam.min()):
+            text += "\n(map is constant: no evidence)"
+        axis.set_title("\n".join(textwrap.fill(line, wrap) for line in text.split("\n")), fontsize=9)
+    for axis in axes:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    if heat is not None:
+        figure.colorbar(heat, ax=list(axes[1:]), shrink=0.7, label="Grad-CAM (min-max scaled)")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60] or "image"
+
+
+def save_cam_pictures(model, processor, dataset, output_dir: str | Path, count: int = 4,
+                      generation_kwargs: Mapping[str, Any] | None = None, dpi: int = 120) -> list[Path]:
+    """Write `count` explain figures (PNG) for images spread evenly over a dataset split; returns their paths.
+
+    `dataset`: a `datasets.Dataset` with ``image`` (and ``label``, ``image_id``), a DatasetDict (its test, else
+    validation, else first split is used), or a sequence of PIL images / paths.
+    """
+    import datasets
+
+    if isinstance(dataset, datasets.DatasetDict):
+        split = next((s for s in ("test", "validation") if s in dataset), next(iter(dataset)))
+        dataset = dataset[split]
+    total = len(dataset)
+    if count < 1 or total == 0:
+        return []
+    indices = sorted({int(round(x)) for x in np.linspace(0, total - 1, min(count, total))})
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, index in enumerate(indices):
+        row = dataset[index]
+        if isinstance(row, Mapping):
+            image, true_label = row["image"], row.get("label")
+            image_id = str(row.get("image_id", index))
+            if not hasattr(image, "size"):  # an undecoded {"path", "bytes"} value
+                from cam_joint.data.layout_files import decode_image
+
+                image = decode_image(image, image_id)
+        else:
+            image, true_label, image_id = row, None, str(index)
+            if isinstance(image, (str, Path)):
+                image_id = Path(image).stem
+        if true_label is not None and (true_label < 0 or true_label >= model.config.num_labels):
+            true_label = None
+        figure = explain_figure(model, processor, image, true_label=true_label, generation_kwargs=generation_kwargs,
+                                title=image_id)
+        path = output_dir / f"cam_{k:02d}_{_safe_name(image_id)}.png"
+        figure.savefig(path, dpi=dpi)
+        paths.append(path)
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def _load(model_dir: str, device: str | None):
+    from cam_joint import CamJointModel, CamJointProcessor
+
+    if not Path(model_dir).is_dir():
+        raise FileNotFoundError(f"model folder not found: {model_dir}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = CamJointModel.from_pretrained(model_dir).to(device).eval()
+    return model, CamJointProcessor.from_pretrained(model_dir)
+
+
+def _generation_kwargs(args) -> dict:
+    return {} if getattr(args, "num_beams", None) is None else {"num_beams": args.num_beams}
+
+
+def add_caption_main_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="saved model folder")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    parser.add_argument("--top-k", type=int, default=5, help="classes to list per image (default 5)")
+    parser.add_argument("--num-beams", type=int, default=None, help="beam width (default: the model's config)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default=None)
+
+
+def caption_main(args: argparse.Namespace) -> int:
+    try:
+        images = [load_image(path) for path in args.images]  # every file checked before the model loads
+        model, processor = _load(args.model, args.device)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for start in range(0, len(images), args.batch_size):
+        batch = images[start:start + args.batch_size]
+        results = predict(model, processor, batch, _generation_kwargs(args), top_k=args.top_k)
+        for path, result in zip(args.images[start:start + args.batch_size], results):
+            print(path)
+            if "caption" in result:
+                print(f"  caption: {result['caption']}")
+            if "top_classes" in result:
+                print(f"  top-{len(result['top_classes'])} classes:")
+                for rank, (index, name, prob) in enumerate(result["top_classes"], start=1):
+                    print(f"    {rank}. {name:<40} {prob:.4f}  (id {index})")
+    return 0
+
+
+def add_explain_main_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="saved model folder")
+    parser.add_argument("image", metavar="IMAGE", help="image file")
+    parser.add_argument("--output", required=True, help="PNG file to write")
+    parser.add_argument("--label", default=None,
+                        help="class (id or name) whose classifier CAM to draw (default: the predicted class)")
+    parser.add_argument("--num-beams", type=int, default=None, help="beam width (default: the model's config)")
+    parser.add_argument("--dpi", type=int, default=150)
+    parser.add_argument("--device", default=None)
+
+
+def explain_main(args: argparse.Namespace) -> int:
+    try:
+        image = load_image(args.image)
+        model, processor = _load(args.model, args.device)
+        if args.label is not None:
+            if model.classifier is None:
+                raise ValueError(f"--label: variant {model.config.variant!r} has no classifier")
+            resolve_label(model, args.label)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    figure = explain_figure(model, processor, image, label=args.label, generation_kwargs=_generation_kwargs(args),
+                            title=Path(args.image).name)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=args.dpi)
+    print(f"wrote {output}")
+    return 0

@@ -1,0 +1,378 @@
+"""`cam-joint train`: an Accelerate training loop that reads top to bottom (in the style of Accelerate's
+`*_no_trainer.py` examples). The same command runs on one CPU, one GPU, or many processes (`torchrun` /
+`accelerate launch`), with mixed precision, gradient accumulation, checkpoint/resume and progress bars.
+
+With no arguments it trains the `cam` variant on the built-in synthetic birds with a small encoder fine-tuned from
+random weights (no download), in a few minutes on a 2-core CPU. With a frozen encoder (`--freeze-encoder`, the
+paper's default with ImageNet weights), the encoder's feature maps are computed once into a feature cache and
+training never runs the encoder again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import random
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+logger = logging.getLogger("cam_joint.train")
+
+SYNTHETIC_DEFAULTS = {"num_classes": 20, "train_per_class": 200, "validation_per_class": 25, "test_per_class": 25,
+                      "image_size": 96}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--config", help="a hub_configs/*.json file (model settings); command-line options override it")
+    add("--variant", choices=["cnn", "lrcn", "intermediate", "cam", "semantic"], help="default: cam")
+    add("--conditioning", choices=["every_step", "init_state", "first_step"])
+    add("--cam-gradient-mode", choices=["exact", "first_order"])
+    add("--dataset", default="synthetic", help="synthetic | cub | flowers | a Hub dataset id")
+    add("--data-dir", help="the dataset's original folder (cub, flowers)")
+    add("--protocol", default="official", choices=["official", "etri2020"])
+    add("--synthetic-classes", type=int, help=f"synthetic data: classes (default {SYNTHETIC_DEFAULTS['num_classes']})")
+    add("--synthetic-per-class", type=int,
+        help=f"synthetic data: training images per class (default {SYNTHETIC_DEFAULTS['train_per_class']})")
+    add("--encoder", help="timm model name (default resnet10t for synthetic data, else the config's)")
+    add("--encoder-pretrained", action="store_true", help="start the encoder from timm's ImageNet weights")
+    freeze = parser.add_mutually_exclusive_group()
+    freeze.add_argument("--freeze-encoder", dest="freeze_encoder", action="store_true", default=None)
+    freeze.add_argument("--train-encoder", dest="freeze_encoder", action="store_false")
+    add("--image-size", type=int, help="input size (default: the encoder's; 96 for synthetic data)")
+    add("--intermediate-size", type=int)
+    add("--hidden-size", type=int)
+    add("--word-embedding-size", type=int)
+    add("--output-dir", default="outputs/cam-joint")
+    add("--epochs", type=int, default=4)
+    add("--max-steps", type=int, help="stop after this many optimizer steps (overrides --epochs)")
+    add("--batch-size", type=int, default=32)
+    add("--eval-batch-size", type=int, default=64)
+    add("--optimizer", default="adamw", choices=["adamw", "sgd"], help="the paper: sgd with --lr 0.1")
+    add("--lr", type=float, default=2e-3)
+    add("--weight-decay", type=float, default=1e-4)
+    add("--warmup-steps", type=int, default=20)
+    add("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
+    add("--gradient-accumulation-steps", type=int, default=1)
+    add("--seed", type=int, default=0)
+    add("--checkpointing-steps", type=int, default=0, help="save_state every N steps (0: only at the end)")
+    add("--resume", nargs="?", const="latest", help="resume from a checkpoint folder (default: the latest)")
+    add("--init-from", help="start from a saved model (pre-train on one dataset, fine-tune on another)")
+    add("--num-workers", type=int, default=0)
+    add("--max-caption-length", type=int, default=40)
+    add("--cache-dir", help="feature cache folder (frozen encoder); default OUTPUT_DIR/../feature-cache")
+    add("--eval-split", default="test")
+    add("--no-caption-metrics", action="store_true", help="skip BLEU/METEOR/ROUGE/CIDEr (they need Java)")
+    add("--push-to-hub", metavar="REPO_ID")
+    add("--report-to", default=None, help="Accelerate trackers, e.g. tensorboard")
+
+
+def main(args: argparse.Namespace) -> int:
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+    from tqdm.auto import tqdm
+
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), automatic_checkpoint_naming=False),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # cnn / lrcn variants build only one head, but a frozen encoder and the semantic/NIC options can leave
+        # parameters unused in a step: let DDP cope instead of hanging.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s")
+    set_seed(args.seed)
+
+    # 1. Data: a DatasetDict with image / label / captions columns.
+    dataset, data_spec = load_training_data(args)
+    train_split = dataset["train"]
+    eval_split = dataset[args.eval_split] if args.eval_split in dataset else dataset[list(dataset)[-1]]
+    label_names = train_split.features["label"].names
+
+    # 2. Model, tokenizer, processor.
+    model, processor = build_model_and_processor(args, train_split, label_names)
+    if args.encoder_pretrained:
+        model.load_pretrained_encoder()
+    config = model.config
+
+    # 3. Batches: pixels, or cached feature maps when the encoder is frozen.
+    features = None
+    if config.freeze_encoder:
+        features = {name: cached_features(model, processor, split, name, args, accelerator)
+                    for name, split in (("train", train_split),)}
+    train_data = CaptionedImages(train_split, processor, config.max_caption_length, args.seed,
+                                 features=features["train"] if features else None)
+    train_loader = DataLoader(train_data, batch_size=args.batch_size, shuffle=True, collate_fn=train_data.collate,
+                              num_workers=args.num_workers)
+
+    # 4. Optimizer and schedule.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if args.optimizer == "sgd":
+        optimizer = torch.optim.SGD(trainable, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps / accelerator.num_processes)
+    max_steps = args.max_steps or args.epochs * steps_per_epoch
+    epochs = math.ceil(max_steps / steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(args.warmup_steps, max_steps))
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+
+    # 5. Resume: weights, optimizer, schedule and RNG states, then skip the batches already seen.
+    step, start_epoch, skip_batches = 0, 0, 0
+    checkpoint = resolve_checkpoint(args.resume, output_dir) if args.resume else None
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        step = int(json.loads((checkpoint / "progress.json").read_text())["step"])
+        start_epoch, done_in_epoch = divmod(step, steps_per_epoch)
+        skip_batches = done_in_epoch * args.gradient_accumulation_steps
+        logger.info("resumed from %s at step %d", checkpoint, step)
+    if args.report_to:
+        accelerator.init_trackers("cam-joint", config={k: v for k, v in vars(args).items()
+                                                       if isinstance(v, (int, float, str, bool))})
+
+    # 6. The loop.
+    progress = tqdm(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
+    model.train()
+    for epoch in range(start_epoch, epochs):
+        train_data.epoch = epoch
+        train_loader.set_epoch(epoch)
+        loader = accelerator.skip_first_batches(train_loader, skip_batches) if skip_batches else train_loader
+        skip_batches = 0
+        for batch in loader:
+            with accelerator.accumulate(model):
+                out = model(**batch)
+                accelerator.backward(out.loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            progress.update(1)
+            parts = {name: getattr(out, name).item() for name in ("loss", "class_loss", "caption_loss", "cam_loss",
+                                                                  "concept_loss") if getattr(out, name) is not None}
+            progress.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in parts.items()})
+            accelerator.log({f"train/{k}": v for k, v in parts.items()} | {"lr": scheduler.get_last_lr()[0]},
+                            step=step)
+            if args.checkpointing_steps and step % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, output_dir / "checkpoints" / f"step_{step}", step)
+            if step >= max_steps:
+                break
+        if step >= max_steps:
+            break
+    progress.close()
+
+    # 7. Save the model (remote code, safetensors), evaluate, write the card and pictures.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(model).eval()
+        output_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(output_dir)
+        processor.save_pretrained(output_dir)
+        (output_dir / "training_args.json").write_text(json.dumps({**vars(args), **data_spec}, indent=2, default=str))
+        metrics = finish_run(model, processor, eval_split, args, output_dir)
+        logger.info("metrics: %s", json.dumps(metrics))
+        if args.push_to_hub:
+            from .hub import push_to_hub
+            logger.info("pushed: %s", push_to_hub(output_dir, args.push_to_hub))
+    accelerator.end_training()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- building blocks
+def load_training_data(args):
+    """The DatasetDict and a JSON-able description that `cam-joint evaluate` can rebuild it from."""
+    if args.dataset == "synthetic":
+        from .data.synthetic import make_synthetic_dataset
+
+        spec = {**SYNTHETIC_DEFAULTS, "seed": args.seed}
+        for key, value in (("image_size", args.image_size), ("num_classes", args.synthetic_classes),
+                           ("train_per_class", args.synthetic_per_class)):
+            if value:
+                spec[key] = value
+        return make_synthetic_dataset(**spec), {"synthetic": spec}
+    from .data import load_image_text_dataset
+
+    dataset = load_image_text_dataset(args.dataset, data_dir=args.data_dir, protocol=args.protocol)
+    return dataset, {}
+
+
+def build_model_and_processor(args, train_split, label_names):
+    from . import CamJointConfig, CamJointImageProcessor, CamJointModel, CamJointProcessor, build_caption_tokenizer
+
+    captions = [c for row in train_split["captions"] for c in row]
+    if args.init_from:
+        return init_from_checkpoint(args, captions, label_names)
+    settings = json.loads(Path(args.config).read_text()) if args.config else {}
+    settings.pop("auto_map", None)
+    overrides = {"variant": args.variant, "conditioning": args.conditioning,
+                 "cam_gradient_mode": args.cam_gradient_mode, "freeze_encoder": args.freeze_encoder,
+                 "intermediate_size": args.intermediate_size, "hidden_size": args.hidden_size,
+                 "word_embedding_size": args.word_embedding_size, "encoder_name": args.encoder}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    if args.dataset == "synthetic":
+        # Small and fast by default: a frozen RANDOM encoder cannot learn the synthetic birds (no ImageNet weights
+        # here), so the default fine-tunes a small one.
+        for key, value in {"encoder_name": "resnet10t", "freeze_encoder": False, "intermediate_size": 256,
+                           "hidden_size": 256, "word_embedding_size": 128}.items():
+            settings.setdefault(key, value)
+    tokenizer = build_caption_tokenizer(captions) if captions else build_caption_tokenizer(["empty"])
+    settings.update(vocab_size=len(tokenizer), max_caption_length=args.max_caption_length,
+                    id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
+    settings.pop("num_labels", None)
+    model = CamJointModel(CamJointConfig(**settings))
+    data_config = model.encoder_data_config()
+    if args.image_size or args.dataset == "synthetic":
+        size = args.image_size or SYNTHETIC_DEFAULTS["image_size"]
+        data_config = {**data_config, "input_size": (3, size, size), "crop_pct": 1.0}
+    processor = CamJointProcessor(CamJointImageProcessor.from_data_config(data_config), tokenizer)
+    return model, processor
+
+
+def init_from_checkpoint(args, captions, label_names):
+    """Fine-tune a saved model on another dataset (Show-and-Tell / ImageCLEF): keep every weight whose meaning
+    survives, re-initialise the class head if the label set changed, and map the vocabulary word by word."""
+    from . import CamJointModel, CamJointProcessor, build_caption_tokenizer
+
+    source = CamJointModel.from_pretrained(args.init_from)
+    source_processor = CamJointProcessor.from_pretrained(args.init_from)
+    tokenizer = build_caption_tokenizer(captions)
+    source_labels = [source.config.id2label[i] for i in range(source.config.num_labels)]
+    config = copy.deepcopy(source.config)
+    config.update({"vocab_size": len(tokenizer), "id2label": dict(enumerate(label_names)),
+                   "label2id": {n: i for i, n in enumerate(label_names)}})
+    config.max_caption_length = max(config.max_caption_length, args.max_caption_length)
+    model = CamJointModel(config)
+    report = transfer_weights(source, model, source_processor.tokenizer.get_vocab(), tokenizer.get_vocab(),
+                              source_labels=source_labels, target_labels=label_names)
+    for line in report:
+        logger.info("init-from: %s", line)
+    return model, CamJointProcessor(source_processor.image_processor, tokenizer)
+
+
+def transfer_weights(source, target, source_vocab, target_vocab, source_labels, target_labels) -> list[str]:
+    """Copy weights from `source` into `target`; rows of word and class matrices are matched by name."""
+    source_state, report = source.state_dict(), []
+    word_rows = [(target_vocab[w], source_vocab[w]) for w in target_vocab if w in source_vocab]
+    class_rows = [(i, source_labels.index(n)) for i, n in enumerate(target_labels) if n in source_labels]
+    vocab_keys = {"captioner.embed_tokens.weight": 0, "captioner.lm_head.weight": 0, "captioner.lm_head.bias": 0}
+    class_keys = {"classifier.weight": 0, "classifier.bias": 0}
+    with torch.no_grad():
+        for name, tensor in target.state_dict().items():
+            if name not in source_state:
+                report.append(f"{name}: not in the checkpoint, initialised fresh")
+            elif source_state[name].shape == tensor.shape and name not in vocab_keys and name not in class_keys:
+                tensor.copy_(source_state[name])
+            elif name in vocab_keys or name in class_keys:
+                rows = word_rows if name in vocab_keys else class_rows
+                for new, old in rows:
+                    tensor[new] = source_state[name][old]
+                kind = "words" if name in vocab_keys else "classes"
+                report.append(f"{name}: kept {len(rows)} of {tensor.shape[0]} {kind}, the rest initialised fresh")
+            else:
+                report.append(f"{name}: shape {tuple(source_state[name].shape)} -> {tuple(tensor.shape)}, "
+                              f"initialised fresh")
+    return report
+
+
+class CaptionedImages(Dataset):
+    """(image or cached feature map, label, one of its captions) per item. The caption changes every epoch,
+    chosen by (seed, epoch, index) so that a resumed run sees exactly the same batches."""
+
+    def __init__(self, split, processor, max_caption_length: int, seed: int, features: torch.Tensor | None = None):
+        self.split, self.processor, self.features = split, processor, features
+        self.max_caption_length, self.seed, self.epoch = max_caption_length, seed, 0
+        self.labels = split["label"]
+        self.captions = split["captions"]
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> dict:
+        captions = self.captions[index]
+        caption = random.Random(f"{self.seed}-{self.epoch}-{index}").choice(captions) if captions else ""
+        item = {"label": self.labels[index], "caption": caption}
+        if self.features is not None:
+            item["feature_maps"] = self.features[index].float()
+        else:
+            item["image"] = self.split[index]["image"]
+        return item
+
+    def collate(self, items: list[dict]) -> dict:
+        batch = {"labels": torch.tensor([item["label"] for item in items])}
+        if self.features is not None:
+            batch["feature_maps"] = torch.stack([item["feature_maps"] for item in items])
+        else:
+            batch["pixel_values"] = self.processor.image_processor([item["image"] for item in items])["pixel_values"]
+        captions = [item["caption"] for item in items]
+        # An image without captions still trains the classifier: its caption row is padding only, which the
+        # caption loss masks out.
+        ids = self.processor.encode_captions([c or "" for c in captions])
+        ids[torch.tensor([not c for c in captions])] = self.processor.tokenizer.pad_token_id
+        batch["input_ids"] = ids[:, : self.max_caption_length]
+        return batch
+
+
+def cached_features(model, processor, split, name, args, accelerator) -> torch.Tensor:
+    """The frozen encoder's feature maps for a split, from the on-disk cache (computed once, on the main process)."""
+    from .data.feature_cache import FeatureCache, feature_key
+
+    cache = FeatureCache(args.cache_dir or Path(args.output_dir).parent / "feature-cache")
+    key = feature_key(model.config.encoder_name, model.encoder, processor.image_processor.data_config(),
+                      dataset=split, split=name)
+
+    @torch.no_grad()
+    def encode(rows):
+        return model.get_feature_maps(processor.image_processor(rows["image"])["pixel_values"])
+
+    with accelerator.main_process_first():
+        return cache.get_or_compute(key, split, encode, batch_size=64, desc=f"encoding {name}")
+
+
+def warmup_cosine(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return factor
+
+
+def save_checkpoint(accelerator, folder: Path, step: int) -> None:
+    accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        (folder / "progress.json").write_text(json.dumps({"step": step}))
+
+
+def resolve_checkpoint(resume: str, output_dir: Path) -> Path:
+    if resume != "latest":
+        path = Path(resume)
+        if not (path / "progress.json").exists():
+            raise FileNotFoundError(f"--resume {resume}: no checkpoint there (progress.json missing)")
+        return path
+    folders = sorted((output_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    folders = [f for f in folders if (f / "progress.json").exists()]
+    if not folders:
+        raise FileNotFoundError(f"--resume: no checkpoint under {output_dir / 'checkpoints'}")
+    return folders[-1]
+
+
+def finish_run(model, processor, eval_split, args, output_dir: Path) -> dict:
+    from .evaluation import evaluate_model
+    from .hub import write_model_card
+    from .inference import save_cam_pictures
+
+    metrics = evaluate_model(model, processor, eval_split, batch_size=args.eval_batch_size,
+                             caption_metrics=not args.no_caption_metrics)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    save_cam_pictures(model, processor, eval_split, output_dir, count=4)
+    write_model_card(output_dir, model.config, metrics, training_args=vars(args), dataset_name=args.dataset)
+    return metrics

@@ -1,0 +1,242 @@
+"""Grad-CAM maps and the CAM disagreement loss (paper section 3.3, eqs. 4-7; Algorithm 1's gradient routing)."""
+
+import numpy as np
+import pytest
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from cam_joint import CamJointConfig, CamJointModel
+from cam_joint.cam_core import disagreement_loss, map_cosine
+
+VOCAB = 23
+
+
+def tiny_model(variant="cam", encoder="resnet18", seed=0, dtype=torch.float32, **overrides):
+    torch.manual_seed(seed)
+    settings = dict(encoder_name=encoder, variant=variant, vocab_size=VOCAB, num_labels=7, intermediate_size=24,
+                    hidden_size=16, word_embedding_size=8, max_caption_length=10)
+    settings.update(overrides)
+    model = CamJointModel(CamJointConfig(**settings)).to(dtype)
+    # Trained-looking heads: Transformers' 0.02-std init gives near-constant logits, and ties in argmax.
+    for name, parameter in model.named_parameters():
+        if not name.startswith("encoder") and parameter.ndim == 2:
+            torch.nn.init.normal_(parameter, std=0.3)
+    return model
+
+
+def batch(model, size=3, seed=1, spatial=4):
+    generator = torch.Generator().manual_seed(seed)
+    maps = torch.rand(size, model.config.encoder_channels, spatial, spatial, generator=generator)
+    maps = maps.to(model.dtype)
+    labels = torch.randint(0, model.config.num_labels, (size,), generator=generator)
+    ids = torch.randint(4, VOCAB, (size, 7), generator=generator)
+    ids[:, 0] = model.config.bos_token_id
+    ids[:, 5] = model.config.eos_token_id
+    ids[:, 6] = model.config.pad_token_id
+    ids[0, 3:] = torch.tensor([model.config.eos_token_id, 0, 0, 0])  # a shorter caption in the batch
+    return maps, labels, ids
+
+
+class LogitsOnly(torch.nn.Module):
+    """pytorch-grad-cam wants `model(x) -> logits`; ours returns a ModelOutput."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        return self.model(pixel_values=pixel_values).logits
+
+
+def reference_grad_cam(model, pixel_values, labels):
+    """pytorch-grad-cam's GradCAM on the same layer, before its resizing and min-max scaling."""
+    cam = GradCAM(model=LogitsOnly(model), target_layers=[model.feature_map])
+    targets = [ClassifierOutputTarget(int(label)) for label in labels]
+    cam(input_tensor=pixel_values, targets=targets)
+    activations = cam.activations_and_grads.activations[0].numpy()
+    gradients = cam.activations_and_grads.gradients[0].numpy()
+    raw = cam.get_cam_image(pixel_values, model.feature_map, targets, activations, gradients, False)
+    cam.activations_and_grads.release()
+    return np.maximum(raw, 0)
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "efficientnet_b0", "convnext_atto"])
+@pytest.mark.parametrize("variant", ["cnn", "cam"])
+def test_class_maps_equal_pytorch_grad_cam(encoder, variant):
+    model = tiny_model(variant=variant, encoder=encoder, freeze_encoder=False).eval()  # reference needs grads on A
+    pixel_values = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 3, 6])
+    ours = model.grad_cam(pixel_values, labels=labels).detach().numpy()
+    reference = reference_grad_cam(model, pixel_values, labels)
+    assert ours.shape == reference.shape == (3, 2, 2)
+    assert (reference > 0).any(), "degenerate reference: all-zero maps compare nothing"
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-7 * np.abs(reference).max())
+
+
+def test_caption_maps_match_autograd_on_full_feature_map():
+    """Caption targets: the pooled-gradient shortcut equals Grad-CAM computed from dy/dA itself."""
+    model = tiny_model().eval()
+    maps, _, ids = batch(model)
+    ours = model.grad_cam(feature_maps=maps, caption_ids=ids)
+    full = maps.clone().requires_grad_()
+    out = model(feature_maps=full, input_ids=ids)
+    log_probs, mask = model._token_log_probs(out.caption_logits, ids, None)
+    (grad_a,) = torch.autograd.grad((log_probs * mask).sum(), full)
+    expected = torch.relu((grad_a.mean((2, 3), keepdim=True) * full).sum(1)).detach()
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-7)
+    per_word = model.grad_cam(feature_maps=maps, caption_ids=ids, per_word=True)
+    assert per_word.shape == (3, ids.shape[1] - 1, 4, 4)
+
+
+def test_grad_cam_needs_exactly_one_target():
+    model = tiny_model()
+    maps, labels, ids = batch(model)
+    with pytest.raises(ValueError, match="exactly one target"):
+        model.grad_cam(feature_maps=maps)
+    with pytest.raises(ValueError, match="exactly one target"):
+        model.grad_cam(feature_maps=maps, labels=labels, caption_ids=ids)
+
+
+def parameter_grads(model, loss):
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {name: (p.grad.abs().sum().item() if p.grad is not None else 0.0)
+            for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("mode", ["first_order", "exact"])
+def test_cam_loss_trains_only_the_intermediate_layer(mode):
+    """Algorithm 1 lines 15-17: with L_class and L_caption removed, L_cam's gradient reaches f_medi only."""
+    model = tiny_model(cam_gradient_mode=mode, class_loss_weight=0.0, caption_loss_weight=0.0,
+                       freeze_encoder=False).train()
+    pixel_values = torch.randn(2, 3, 64, 64)
+    _, labels, ids = batch(model, size=2)
+    out = model(pixel_values=pixel_values, labels=labels, input_ids=ids)
+    assert torch.isfinite(out.cam_loss) and out.cam_loss > 0
+    grads = parameter_grads(model, out.loss)
+    assert sum(v for n, v in grads.items() if n.startswith("intermediate")) > 0
+    leaked = {n: v for n, v in grads.items() if not n.startswith("intermediate") and v != 0.0}
+    assert leaked == {}, f"L_cam leaked into {sorted(leaked)}"
+
+
+def test_cam_trains_all_reaches_the_unfrozen_encoder():
+    model = tiny_model(cam_trains="all", class_loss_weight=0.0, caption_loss_weight=0.0,
+                       freeze_encoder=False).train()
+    _, labels, ids = batch(model, size=2)
+    out = model(pixel_values=torch.randn(2, 3, 64, 64), labels=labels, input_ids=ids)
+    grads = parameter_grads(model, out.loss)
+    assert sum(v for n, v in grads.items() if n.startswith("encoder")) > 0
+    assert sum(v for n, v in grads.items() if n.startswith("intermediate")) > 0
+
+
+def test_each_head_learns_only_from_its_own_loss():
+    """L_class trains f_class (not f_caption), L_caption trains f_caption (not f_class), both train f_medi."""
+    model = tiny_model(variant="intermediate").train()
+    maps, labels, ids = batch(model)
+    out = model(feature_maps=maps, labels=labels, input_ids=ids)
+    from_class = parameter_grads(model, out.class_loss)
+    assert sum(v for n, v in from_class.items() if n.startswith("captioner")) == 0
+    assert from_class["classifier.weight"] > 0 and from_class["intermediate.0.weight"] > 0
+    out = model(feature_maps=maps, labels=labels, input_ids=ids)
+    from_caption = parameter_grads(model, out.caption_loss)
+    assert from_caption["classifier.weight"] == 0
+    assert from_caption["captioner.lm_head.weight"] > 0 and from_caption["intermediate.0.weight"] > 0
+
+
+def test_exact_mode_matches_finite_differences():
+    """gradcheck of L_cam with respect to f_medi's parameters, along four random directions of (weight, bias):
+    the same check as over every entry, at a cost of a few evaluations."""
+    model = tiny_model(cam_gradient_mode="exact", intermediate_activation="tanh", dtype=torch.float64,
+                       intermediate_size=6, hidden_size=5, word_embedding_size=4).eval()
+    maps, labels, ids = batch(model, size=2, spatial=3)
+    maps = maps - 0.3  # mixed signs: some map entries below zero, so ReLU matters
+    weight, bias = model.intermediate[0].weight.detach(), model.intermediate[0].bias.detach()
+    generator = torch.Generator().manual_seed(0)
+    directions = [(torch.randn(weight.shape, generator=generator, dtype=torch.float64),
+                   torch.randn(bias.shape, generator=generator, dtype=torch.float64)) for _ in range(4)]
+
+    def cam_loss(steps):
+        new_weight = weight + sum(t * d[0] for t, d in zip(steps, directions))
+        new_bias = bias + sum(t * d[1] for t, d in zip(steps, directions))
+        params = {"intermediate.0.weight": new_weight, "intermediate.0.bias": new_bias}
+        return torch.func.functional_call(model, params, (), {"feature_maps": maps, "labels": labels,
+                                                               "input_ids": ids}).cam_loss
+
+    steps = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(cam_loss, (steps,), eps=1e-6, atol=1e-6, rtol=1e-4)
+    assert cam_loss(steps).item() > 0
+
+
+def test_first_order_equals_exact_on_the_classifier_path_and_not_on_the_caption_path():
+    model = tiny_model(intermediate_activation="tanh", dtype=torch.float64).eval()
+    maps, labels, ids = batch(model)
+
+    def intermediate_grad(mode, which):
+        model.zero_grad(set_to_none=True)
+        pooled = maps.mean((2, 3))
+        z = model.image_vector(pooled)
+        class_logits = model.classifier(z)
+        cams = model.disagreement_maps(maps, pooled, z, class_logits, labels, ids, gradient_mode=mode)
+        loss = (1 - map_cosine(cams[which[0]], cams[which[1]])).mean()
+        loss.backward()
+        return model.intermediate[0].weight.grad.clone()
+
+    classifier_pair = (0, 1)  # answer class vs predicted class
+    torch.testing.assert_close(intermediate_grad("first_order", classifier_pair),
+                               intermediate_grad("exact", classifier_pair))
+    caption_pair = (2, 3)  # answer caption vs predicted caption: exact adds the LSTM's second-order term
+    assert not torch.allclose(intermediate_grad("first_order", caption_pair), intermediate_grad("exact", caption_pair))
+
+
+def test_all_zero_maps_give_a_finite_loss_and_gradient():
+    model = tiny_model()
+    _, labels, ids = batch(model)
+    zero_maps = torch.zeros(3, model.config.encoder_channels, 4, 4)
+    out = model(feature_maps=zero_maps, labels=labels, input_ids=ids)
+    assert torch.isfinite(out.cam_loss)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # Maps that ReLU makes zero (an all-negative weighted sum) keep a finite, zero gradient.
+    scale = torch.tensor(1.0, requires_grad=True)
+    negative = -scale * torch.ones(2, 3, 3)
+    loss = disagreement_loss(torch.relu(negative), torch.rand(2, 3, 3), torch.relu(negative), torch.rand(2, 3, 3))
+    loss.backward()
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(2.0)
+    assert torch.isfinite(scale.grad) and scale.grad == 0
+
+
+def test_disagreement_loss_is_eq6():
+    a, b, c, d = (torch.rand(4, 5, 5) for _ in range(4))
+    expected = torch.stack([(1 - torch.nn.functional.cosine_similarity(a[i].flatten(), b[i].flatten(), dim=0))
+                            + (1 - torch.nn.functional.cosine_similarity(c[i].flatten(), d[i].flatten(), dim=0))
+                            for i in range(4)]).mean()
+    torch.testing.assert_close(disagreement_loss(a, b, c, d), expected)
+    assert disagreement_loss(a, a, c, c).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["first_order", "exact"])
+def test_training_step_under_cpu_bf16_autocast(mode):
+    model = tiny_model(cam_gradient_mode=mode).train()
+    maps, labels, ids = batch(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(feature_maps=maps, labels=labels, input_ids=ids)
+    assert all(torch.isfinite(v) for v in (out.class_loss, out.caption_loss, out.cam_loss))
+    out.loss.backward()
+    assert model.intermediate[0].weight.grad.abs().sum() > 0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_cam_loss_lowers_disagreement_when_optimised():
+    """Optimising L_cam alone through f_medi brings the classifier's and captioner's maps together."""
+    model = tiny_model(class_loss_weight=0.0, caption_loss_weight=0.0).train()
+    maps, labels, ids = batch(model, size=4)
+    optimizer = torch.optim.Adam(model.intermediate.parameters(), lr=3e-2)
+    losses = []
+    for _ in range(30):
+        out = model(feature_maps=maps, labels=labels, input_ids=ids)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(out.cam_loss.item())
+    assert losses[-1] < 0.5 * losses[0]

@@ -1,0 +1,266 @@
+"""A saved checkpoint is self-contained remote code.
+
+The files saved next to a checkpoint import only torch / timm / transformers / numpy / PIL / the standard library and
+each other through flat `from .x import y`. In a fresh Python where `cam_joint` is NOT importable (blocked in
+sys.modules, the repo's src stripped from sys.path, run from a folder outside the repo, HF_HUB_OFFLINE=1),
+`AutoModel`, `AutoModelForImageClassification` and `AutoProcessor` load with `trust_remote_code=True` and give exactly
+the original model's logits and `generate()` tokens (greedy and beam), the two pipelines work, and saving the loaded
+model again writes the code files again.
+
+One subprocess does every check and writes its results to files this test reads.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cam_joint
+from cam_joint import CamJointConfig, CamJointImageProcessor, CamJointModel, CamJointProcessor, build_caption_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = Path(cam_joint.__file__).resolve().parent
+REMOTE_FILES = ["configuration_cam_joint.py", "modeling_cam_joint.py", "cam_core.py", "image_processing_cam_joint.py",
+                "processing_cam_joint.py"]
+ALLOWED_THIRD_PARTY = {"torch", "timm", "transformers", "numpy", "PIL"}
+CAPTIONS = [
+    "this bird has a red crown, black wings and a short beak.",
+    "a small bird with a yellow belly and grey wings",
+    "this blue bird has white wing bars and a long tail",
+    "a brown bird with a spotted breast",
+]
+NUM_IMAGES = 3
+
+
+# ----------------------------------------------------------------------------------------------- static
+@pytest.mark.parametrize("filename", REMOTE_FILES)
+def test_remote_code_files_import_only_allowed_modules(filename):
+    tree = ast.parse((SRC / filename).read_text(), filename=filename)
+    siblings = {name.removesuffix(".py") for name in REMOTE_FILES}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.split(".")[0]
+                assert top in ALLOWED_THIRD_PARTY or top in sys.stdlib_module_names, \
+                    f"{filename}:{node.lineno}: import {alias.name}"
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                top = (node.module or "").split(".")[0]
+                assert top == "__future__" or top in ALLOWED_THIRD_PARTY or top in sys.stdlib_module_names, \
+                    f"{filename}:{node.lineno}: from {node.module} import ..."
+            else:
+                assert node.level == 1 and node.module in siblings, \
+                    f"{filename}:{node.lineno}: relative import must be `from .<sibling> import name`, got " \
+                    f"level {node.level} module {node.module!r}"
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "__import__":
+            pytest.fail(f"{filename}:{node.lineno}: dynamic __import__")
+
+
+# ------------------------------------------------------------------------------------------ round trip
+CHILD = textwrap.dedent(r'''
+    import json, os, sys
+    sys.modules["cam_joint"] = None  # `import cam_joint` now raises ImportError
+    SRC = os.path.realpath(sys.argv[3])
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != SRC]
+    import torch
+    from PIL import Image
+    from transformers import AutoModel, AutoModelForImageClassification, AutoProcessor, pipeline
+
+    ckpt, out_dir = sys.argv[1], sys.argv[2]
+    results, tensors = {}, {}
+    try:
+        import cam_joint  # noqa: F401
+        results["cam_joint_importable"] = True
+    except ImportError:
+        results["cam_joint_importable"] = False
+    images = [Image.open(os.path.join(ckpt, "..", f"image_{i}.png")).convert("RGB") for i in range(int(sys.argv[5]))]
+
+    processor = AutoProcessor.from_pretrained(ckpt, trust_remote_code=True)
+    model = AutoModel.from_pretrained(ckpt, trust_remote_code=True)
+    classifier = AutoModelForImageClassification.from_pretrained(ckpt, trust_remote_code=True)
+    results["classes"] = {name: type(obj).__module__ + "." + type(obj).__name__ for name, obj in
+                          (("processor", processor), ("image_processor", processor.image_processor),
+                           ("model", model), ("classifier", classifier))}
+    inputs = processor(images=images, text=[""] * len(images))
+    tensors["pixel_values"], tensors["input_ids"] = inputs["pixel_values"], inputs["input_ids"]
+    tensors["encoded_captions"] = processor.encode_captions(json.loads(sys.argv[4]))
+    with torch.no_grad():
+        tensors["logits"] = model(pixel_values=inputs["pixel_values"]).logits
+        tensors["classifier_logits"] = classifier(pixel_values=inputs["pixel_values"]).logits
+        tensors["greedy"] = model.generate(**inputs)
+        tensors["beam"] = model.generate(**inputs, num_beams=3)
+    results["greedy_text"] = processor.batch_decode(tensors["greedy"], skip_special_tokens=True)
+
+    classify = pipeline("image-classification", model=ckpt, trust_remote_code=True)
+    results["classification"] = classify(images[0], top_k=5)
+    caption = pipeline("image-text-to-text", model=ckpt, trust_remote_code=True)
+    results["caption"] = caption(images=images[0], text="")
+
+    # saving a loaded model again writes the code files again, and that copy loads too
+    resaved = os.path.join(out_dir, "resaved")
+    model.save_pretrained(resaved)
+    processor.save_pretrained(resaved)
+    results["resaved_files"] = sorted(os.listdir(resaved))
+    with open(os.path.join(resaved, "config.json")) as f:
+        results["resaved_auto_map"] = json.load(f).get("auto_map", {})
+    reloaded = AutoModelForImageClassification.from_pretrained(resaved, trust_remote_code=True)
+    reprocessor = AutoProcessor.from_pretrained(resaved, trust_remote_code=True)
+    with torch.no_grad():
+        tensors["resaved_logits"] = reloaded(**reprocessor(images=images)).logits
+    results["cam_joint_modules_loaded"] = sorted(k for k, v in sys.modules.items()
+                                                 if (k == "cam_joint" or k.startswith("cam_joint.")) and v is not None)
+    torch.save(tensors, os.path.join(out_dir, "tensors.pt"))
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(results, f)
+''')
+
+
+def _tiny_cub_cam_config() -> CamJointConfig:
+    values = CamJointConfig.from_json_file(REPO / "hub_configs" / "cub_cam.json").to_dict()
+    values.update(encoder_name="resnet18", encoder_channels=None, intermediate_size=32, hidden_size=32,
+                  word_embedding_size=16, max_caption_length=12)
+    for key in ("model_type", "transformers_version", "architectures"):
+        values.pop(key, None)
+    return CamJointConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def round_trip(tmp_path_factory):
+    root = tmp_path_factory.mktemp("remote_code")
+    ckpt, out_dir = root / "ckpt", root / "out"
+    out_dir.mkdir()
+
+    tokenizer = build_caption_tokenizer(CAPTIONS)
+    config = _tiny_cub_cam_config()
+    config.vocab_size = len(tokenizer)
+    torch.manual_seed(0)
+    model = CamJointModel(config)
+    with torch.no_grad():  # larger head weights: captions that differ per image and between greedy and beam search
+        g = torch.Generator().manual_seed(1)
+        for name, parameter in model.named_parameters():
+            if not name.startswith("encoder.") and parameter.ndim == 2:
+                parameter.copy_(torch.randn(parameter.shape, generator=g) * 2.0 / parameter.shape[1] ** 0.5)
+    model.eval()
+    processor = CamJointProcessor(CamJointImageProcessor.from_data_config(model.encoder_data_config()), tokenizer)
+    model.save_pretrained(ckpt)
+    processor.save_pretrained(ckpt)
+
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(NUM_IMAGES):  # blocky colour patterns, one size per image
+        blocks = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+        image = Image.fromarray(np.kron(blocks, np.ones((14 + 2 * i, 16, 1), np.uint8)))
+        image.save(root / f"image_{i}.png")
+        images.append(Image.open(root / f"image_{i}.png").convert("RGB"))
+
+    inputs = processor(images=images, text=[""] * NUM_IMAGES)
+    with torch.no_grad():
+        expected = {
+            "pixel_values": inputs["pixel_values"],
+            "input_ids": inputs["input_ids"],
+            "encoded_captions": processor.encode_captions(CAPTIONS),
+            "logits": model(pixel_values=inputs["pixel_values"]).logits,
+            "greedy": model.generate(**inputs),
+            "beam": model.generate(**inputs, num_beams=3),
+        }
+    expected["greedy_text"] = processor.batch_decode(expected["greedy"], skip_special_tokens=True)
+    single = processor(images=images[0], text="")
+    expected["caption_0"] = processor.decode(model.generate(**single)[0], skip_special_tokens=True)
+
+    script = root / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf_home"), "PYTHONPATH": "",
+           "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, str(script), str(ckpt), str(out_dir), str(SRC.parent), json.dumps(CAPTIONS),
+               str(NUM_IMAGES)]
+    proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    results = json.loads((out_dir / "results.json").read_text())
+    tensors = torch.load(out_dir / "tensors.pt")
+    return {"config": config, "ckpt": ckpt, "expected": expected, "results": results, "tensors": tensors}
+
+
+def test_saved_folder_holds_the_code_files(round_trip):
+    files = {p.name for p in round_trip["ckpt"].iterdir()}
+    assert set(REMOTE_FILES) <= files
+    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= files
+    auto_map = json.loads((round_trip["ckpt"] / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoConfig"] == "configuration_cam_joint.CamJointConfig"
+    assert auto_map["AutoModel"] == "modeling_cam_joint.CamJointModel"
+    assert auto_map["AutoModelForImageClassification"] == "modeling_cam_joint.CamJointForImageClassification"
+    processor_auto_map = json.loads((round_trip["ckpt"] / "processor_config.json").read_text())
+    assert "processing_cam_joint.CamJointProcessor" in json.dumps(processor_auto_map)
+
+
+def test_child_could_not_import_cam_joint(round_trip):
+    results = round_trip["results"]
+    assert results["cam_joint_importable"] is False
+    assert results["cam_joint_modules_loaded"] == []
+    for name, qualified in results["classes"].items():
+        assert qualified.startswith("transformers_modules."), (name, qualified)
+    assert results["classes"]["model"].endswith("modeling_cam_joint.CamJointModel")
+    assert results["classes"]["classifier"].endswith("modeling_cam_joint.CamJointForImageClassification")
+    assert results["classes"]["processor"].endswith("processing_cam_joint.CamJointProcessor")
+
+
+def test_remote_processor_gives_identical_inputs(round_trip):
+    expected, got = round_trip["expected"], round_trip["tensors"]
+    for name in ("pixel_values", "input_ids", "encoded_captions"):
+        assert torch.equal(got[name], expected[name]), name
+
+
+def test_remote_models_give_identical_logits(round_trip):
+    expected, got = round_trip["expected"], round_trip["tensors"]
+    assert expected["logits"].shape == (NUM_IMAGES, 200)
+    assert torch.equal(got["logits"], expected["logits"])
+    assert torch.equal(got["classifier_logits"], expected["logits"])
+    assert torch.equal(got["resaved_logits"], expected["logits"])
+
+
+def test_remote_generate_gives_identical_tokens(round_trip):
+    expected, got = round_trip["expected"], round_trip["tensors"]
+    for name in ("greedy", "beam"):
+        assert got[name].tolist() == expected[name].tolist(), name
+        assert (expected[name][:, 0] == round_trip["config"].bos_token_id).all()
+    assert round_trip["results"]["greedy_text"] == expected["greedy_text"]
+    assert all(text.strip() for text in expected["greedy_text"])
+    # the check means something: captions differ per image, and beam search differs from greedy
+    assert len({tuple(row) for row in expected["greedy"].tolist()}) > 1
+    assert expected["beam"].tolist() != expected["greedy"].tolist()
+
+
+def test_image_classification_pipeline_returns_label_names(round_trip):
+    config, expected = round_trip["config"], round_trip["expected"]
+    predictions = round_trip["results"]["classification"]
+    probabilities = expected["logits"][0].softmax(-1)
+    top = probabilities.topk(5)
+    assert [p["label"] for p in predictions] == [config.id2label[i] for i in top.indices.tolist()]
+    assert predictions[0]["label"] in {"Black_footed_Albatross", *config.id2label.values()}
+    assert not any(p["label"].startswith("LABEL_") for p in predictions)
+    for prediction, score in zip(predictions, top.values.tolist()):
+        assert prediction["score"] == pytest.approx(score, rel=1e-4, abs=1e-6)
+
+
+def test_image_text_to_text_pipeline_returns_a_caption(round_trip):
+    caption = round_trip["results"]["caption"]
+    caption = caption[0] if isinstance(caption, list) else caption
+    assert caption["generated_text"] == round_trip["expected"]["caption_0"]
+    assert caption["generated_text"].strip()
+
+
+def test_resaving_a_loaded_model_writes_the_code_files_again(round_trip):
+    results = round_trip["results"]
+    assert set(REMOTE_FILES) <= set(results["resaved_files"])
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(results["resaved_files"])
+    auto_map = results["resaved_auto_map"]
+    assert {"AutoConfig", "AutoModel", "AutoModelForImageClassification"} <= set(auto_map)

@@ -1,0 +1,74 @@
+"""`cam-joint train`: the output folder, resume exactness, 2-process runs, fine-tuning from a checkpoint."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cam_joint.cli import main as cli_main
+
+TINY = ["--synthetic-classes", "3", "--synthetic-per-class", "4", "--image-size", "48", "--batch-size", "4",
+        "--intermediate-size", "16", "--hidden-size", "16", "--word-embedding-size", "8", "--encoder", "resnet10t",
+        "--no-caption-metrics", "--eval-split", "validation"]
+
+
+def train(output_dir, *extra):
+    assert cli_main(["train", *TINY, "--output-dir", str(output_dir), *extra]) == 0
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train(tmp_path_factory.mktemp("run") / "out", "--max-steps", "4", "--checkpointing-steps", "2")
+
+
+def test_train_writes_a_complete_checkpoint(trained):
+    files = {p.name for p in trained.iterdir()}
+    for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                 "processor_config.json", "modeling_cam_joint.py", "cam_core.py", "README.md", "metrics.json",
+                 "training_args.json"):
+        assert name in files, name
+    assert any(name.endswith(".png") for name in files)
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
+    assert "top-1" in (trained / "README.md").read_text().lower() or "top1" in (trained / "README.md").read_text()
+    config = json.loads((trained / "config.json").read_text())
+    assert config["variant"] == "cam" and config["auto_map"]["AutoModel"] == "modeling_cam_joint.CamJointModel"
+    assert (trained / "checkpoints" / "step_2" / "progress.json").exists()
+
+
+def test_resumed_run_ends_with_the_same_weights(trained, tmp_path):
+    """Killed after step 2 and resumed: the same weights as the uninterrupted 4-step run."""
+    resumed = train(tmp_path / "resumed", "--max-steps", "4", "--resume", str(trained / "checkpoints" / "step_2"))
+    original, again = load_file(trained / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert original.keys() == again.keys()
+    for name in original:
+        torch.testing.assert_close(again[name], original[name], rtol=1e-5, atol=1e-6, msg=name)
+    fresh = load_file(train(tmp_path / "two_steps", "--max-steps", "2") / "model.safetensors")
+    assert any(not torch.allclose(fresh[n], original[n]) for n in original), "steps 3-4 changed nothing"
+
+
+def test_init_from_reports_kept_and_new_weights(trained, tmp_path, caplog):
+    caplog.set_level("INFO", logger="cam_joint.train")
+    out = train(tmp_path / "finetuned", "--max-steps", "1", "--init-from", str(trained), "--synthetic-classes", "4",
+                "--seed", "3")
+    config = json.loads((out / "config.json").read_text())
+    assert len(config["id2label"]) == 4
+    report = "\n".join(r.getMessage() for r in caplog.records if "init-from" in r.getMessage())
+    assert "classifier.weight: kept 3 of 4 classes" in report
+
+
+def test_two_process_training_run(tmp_path):
+    """torchrun with 2 CPU processes (`accelerate launch --cpu --num_processes 2` would start only one)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "cam_joint.cli", "train", *TINY, "--output-dir", str(tmp_path / "ddp"), "--max-steps", "2"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "ddp" / "model.safetensors").exists()
+    assert json.loads((tmp_path / "ddp" / "training_args.json").read_text())["max_steps"] == 2
