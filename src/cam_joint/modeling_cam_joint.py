@@ -82,13 +82,16 @@ class LSTMCaptionCache:
     reorder a beam would continue another beam's sentence, silently.
     """
 
-    def __init__(self, hidden: Tensor, cell: Tensor, image_embeds: Tensor):
+    def __init__(self, hidden: Tensor, cell: Tensor, image_embeds: Tensor, gate_bias: Tensor | None = None):
         self.hidden, self.cell, self.image_embeds = hidden, cell, image_embeds
+        self.gate_bias = gate_bias  # every_step conditioning: image_to_gates(z), computed once per caption
 
     def reorder_cache(self, beam_idx: Tensor) -> None:
         self.hidden = self.hidden.index_select(1, beam_idx.to(self.hidden.device))
         self.cell = self.cell.index_select(1, beam_idx.to(self.cell.device))
         self.image_embeds = self.image_embeds.index_select(0, beam_idx.to(self.image_embeds.device))
+        if self.gate_bias is not None:
+            self.gate_bias = self.gate_bias.index_select(0, beam_idx.to(self.gate_bias.device))
 
 
 class LSTMLayer(nn.Module):
@@ -170,14 +173,16 @@ class LSTMCaptioner(nn.Module):
     def run(self, inputs: Tensor, cache: LSTMCaptionCache,
             mask: Tensor | None = None) -> tuple[Tensor, LSTMCaptionCache]:
         """Run the LSTM stack over input embeddings (B, T, E) from `cache`; returns outputs (B, T, H), new cache."""
-        gate_bias = self.image_to_gates(cache.image_embeds) if self.config.conditioning == "every_step" else None
+        gate_bias = None
+        if self.config.conditioning == "every_step":
+            gate_bias = cache.gate_bias if cache.gate_bias is not None else self.image_to_gates(cache.image_embeds)
         hiddens, cells = [], []
         for index, layer in enumerate(self.layers):
             inputs, hidden, cell = layer(inputs, cache.hidden[index], cache.cell[index],
                                          gate_bias if index == 0 else None, mask)
             hiddens.append(hidden)
             cells.append(cell)
-        return inputs, LSTMCaptionCache(torch.stack(hiddens), torch.stack(cells), cache.image_embeds)
+        return inputs, LSTMCaptionCache(torch.stack(hiddens), torch.stack(cells), cache.image_embeds, gate_bias)
 
     def forward(self, input_ids: Tensor, cache: LSTMCaptionCache | None = None,
                 image_embeds: Tensor | None = None, mask: Tensor | None = None) -> tuple[Tensor, LSTMCaptionCache]:
@@ -443,8 +448,10 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
                 image_embeds = self.get_image_embeds(pixel_values, feature_maps)
             cache_params = self.captioner.initial_state(image_embeds)
             # Batched prompts are left-padded: padding must not move the LSTM before the prompt's bos.
-            padding = input_ids == self.config.pad_token_id
-            mask = ~padding if bool(padding.any()) else None
+            # Only LEFT padding: a pad after the first real token was generated (use_cache=False re-runs the whole
+            # sequence) and must be fed exactly as the cached path fed it.
+            real = (input_ids != self.config.pad_token_id).cumsum(1) > 0
+            mask = None if bool(real.all()) else real
         else:
             mask = None
         logits, cache_params = self.captioner(input_ids, cache_params, mask=mask)

@@ -1,0 +1,76 @@
+"""Table 2 of the paper, on the synthetic birds: every variant trained with the same budget on several seeds.
+
+    python scripts/compare_variants.py --seeds 0 1 2 --max-steps 300
+
+Each run is `cam-joint train --variant V --seed S --max-steps N` (plus any extra arguments after `--`), into
+OUTPUT_DIR/V-seedS; the table shows mean ± standard deviation over seeds of the metrics each run wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+COLUMNS = [("top1", "Top-1"), ("top5", "Top-5"), ("Bleu_1", "BLEU1"), ("Bleu_2", "BLEU2"), ("Bleu_3", "BLEU3"),
+           ("Bleu_4", "BLEU4"), ("METEOR", "METEOR"), ("ROUGE_L", "ROUGE"), ("CIDEr", "CIDEr"),
+           ("cam_agreement", "CAM agree"), ("pointing_game_classifier", "Point(cls)"),
+           ("pointing_game_captioner", "Point(cap)")]
+VARIANTS = {  # name: extra training arguments
+    "cnn": ["--variant", "cnn"],
+    "lrcn": ["--variant", "lrcn"],
+    "intermediate": ["--variant", "intermediate"],
+    "cam": ["--variant", "cam"],
+    "semantic": ["--variant", "semantic", "--conditioning", "init_state"],
+    "nic": ["--variant", "intermediate", "--conditioning", "first_step"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=["cnn", "lrcn", "intermediate", "cam"],
+                        choices=sorted(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--max-steps", type=int, default=300)
+    parser.add_argument("--output-dir", default="outputs/compare-variants")
+    parser.add_argument("--reuse", action="store_true", help="keep runs whose metrics.json exists")
+    parser.add_argument("extra", nargs=argparse.REMAINDER, help="-- then extra `cam-joint train` arguments")
+    args = parser.parse_args()
+    extra = [a for a in args.extra if a != "--"]
+
+    from cam_joint.cli import main as cli_main
+
+    results: dict[str, list[dict]] = {}
+    for variant in args.variants:
+        for seed in args.seeds:
+            out = Path(args.output_dir) / f"{variant}-seed{seed}"
+            if not (args.reuse and (out / "metrics.json").exists()):
+                cli_main(["train", *VARIANTS[variant], "--seed", str(seed), "--max-steps", str(args.max_steps),
+                          "--output-dir", str(out), *extra])
+            results.setdefault(variant, []).append(json.loads((out / "metrics.json").read_text()))
+    print(format_table(results, args))
+
+
+def format_table(results: dict[str, list[dict]], args) -> str:
+    header = "| variant | " + " | ".join(title for _, title in COLUMNS) + " |"
+    lines = [f"Synthetic birds, {args.max_steps} steps, seeds {args.seeds}: mean ± std, in %", "", header,
+             "|" + "---|" * (len(COLUMNS) + 1)]
+    for variant, runs in results.items():
+        cells = []
+        for key, _ in COLUMNS:
+            values = [100 * run[key] for run in runs if run.get(key) is not None]
+            if not values:
+                cells.append("-")
+            else:
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
