@@ -72,3 +72,16 @@ def test_two_process_training_run(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "ddp" / "model.safetensors").exists()
     assert json.loads((tmp_path / "ddp" / "training_args.json").read_text())["max_steps"] == 2
+
+
+def test_semantic_concepts_are_the_most_frequent_words_present_in_any_caption():
+    from cam_joint import build_caption_tokenizer
+    from cam_joint.training import concept_targets
+
+    tokenizer = build_caption_tokenizer(["red bird", "red wing", "red crown, blue wing", "a bird"])
+    # frequency order: red (3), bird (2), wing (2), a, blue, crown -> concepts 0..5
+    targets = concept_targets(tokenizer, ["One blue bird.", "the red bird"], num_concepts=4)
+    words = [tokenizer.convert_ids_to_tokens(4 + k) for k in range(4)]
+    assert words == ["red", "bird", "wing", "a"]
+    assert targets.tolist() == [1.0, 1.0, 0.0, 0.0]  # "blue" is a word but not among the 4 concepts
+    assert concept_targets(tokenizer, [], num_concepts=4).sum() == 0

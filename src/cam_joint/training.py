@@ -110,7 +110,8 @@ def main(args: argparse.Namespace) -> int:
         features = {name: cached_features(model, processor, split, name, args, accelerator)
                     for name, split in (("train", train_split),)}
     train_data = CaptionedImages(train_split, processor, config.max_caption_length, args.seed,
-                                 features=features["train"] if features else None)
+                                 features=features["train"] if features else None,
+                                 num_concepts=config.num_concepts if config.variant == "semantic" else 0)
     train_loader = DataLoader(train_data, batch_size=args.batch_size, shuffle=True, collate_fn=train_data.collate,
                               num_workers=args.num_workers)
 
@@ -288,8 +289,10 @@ class CaptionedImages(Dataset):
     """(image or cached feature map, label, one of its captions) per item. The caption changes every epoch,
     chosen by (seed, epoch, index) so that a resumed run sees exactly the same batches."""
 
-    def __init__(self, split, processor, max_caption_length: int, seed: int, features: torch.Tensor | None = None):
+    def __init__(self, split, processor, max_caption_length: int, seed: int, features: torch.Tensor | None = None,
+                 num_concepts: int = 0):
         self.split, self.processor, self.features = split, processor, features
+        self.num_concepts = num_concepts
         self.max_caption_length, self.seed, self.epoch = max_caption_length, seed, 0
         self.labels = split["label"]
         self.captions = split["captions"]
@@ -301,6 +304,8 @@ class CaptionedImages(Dataset):
         captions = self.captions[index]
         caption = random.Random(f"{self.seed}-{self.epoch}-{index}").choice(captions) if captions else ""
         item = {"label": self.labels[index], "caption": caption}
+        if self.num_concepts:
+            item["concepts"] = concept_targets(self.processor.tokenizer, captions, self.num_concepts)
         if self.features is not None:
             item["feature_maps"] = self.features[index].float()
         else:
@@ -319,7 +324,21 @@ class CaptionedImages(Dataset):
         ids = self.processor.encode_captions([c or "" for c in captions])
         ids[torch.tensor([not c for c in captions])] = self.processor.tokenizer.pad_token_id
         batch["input_ids"] = ids[:, : self.max_caption_length]
+        if self.num_concepts:
+            batch["concept_labels"] = torch.stack([item["concepts"] for item in items])
         return batch
+
+
+def concept_targets(tokenizer, captions: list[str], num_concepts: int) -> torch.Tensor:
+    """Semantic regularisation's ground truth: which of the K most frequent caption words occur in ANY of the image's
+    captions (multi-hot). The vocabulary is ordered by frequency after the 4 special tokens, so concept k is token
+    id 4 + k."""
+    first = len(tokenizer.all_special_ids)
+    targets = torch.zeros(num_concepts)
+    for ids in tokenizer(list(captions), add_special_tokens=False)["input_ids"] if captions else []:
+        concept_ids = torch.tensor([i - first for i in ids if first <= i < first + num_concepts], dtype=torch.long)
+        targets[concept_ids] = 1.0
+    return targets
 
 
 def cached_features(model, processor, split, name, args, accelerator) -> torch.Tensor:
