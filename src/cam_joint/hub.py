@@ -201,7 +201,7 @@ def _front_matter(cfg: dict, found: dict, dataset_name: str | None) -> str:
         pretty = _dataset_title(dataset_name)
         eval_results = []
         for canonical, title, _, task, metric_type in METRICS:
-            if canonical in found and task is not None:
+            if canonical in found and task is not None and math.isfinite(found[canonical][1]):
                 eval_results.append(EvalResult(
                     task_type=task[0], task_name=task[1], dataset_type=dataset_name, dataset_name=pretty,
                     metric_type=metric_type, metric_name=title,
@@ -285,7 +285,8 @@ def _usage(cfg: dict, repo_id: str) -> str:
         lines += ["", f"caption_ids = model.generate(**inputs{beams})  # greedy; num_beams=..., do_sample=... work too",
                   "print(processor.batch_decode(caption_ids, skip_special_tokens=True)[0])"]
     if cfg["has_classifier"]:
-        lines += ["", "with torch.no_grad():", '    probs = model(pixel_values=inputs["pixel_values"]).logits.softmax(-1)',
+        lines += ["", "with torch.no_grad():",
+                  '    probs = model(pixel_values=inputs["pixel_values"]).logits.softmax(-1)',
                   "top5 = probs[0].topk(min(5, probs.shape[-1]))",
                   "print([(model.config.id2label[i], round(p, 3)) for p, i in zip(top5.values.tolist(), "
                   "top5.indices.tolist())])"]
@@ -325,13 +326,16 @@ def _results(metrics: Mapping, found: dict, dataset_name: str | None) -> str:
     if others:
         out += ["Other values (as recorded):" if found else f"Evaluation{where} (values as recorded):", "",
                 "| key | value |", "| --- | ---: |"]
-        out += [f"| {k} | {v:.6g} |" for k, v in others] + [""]
+        out += [f"| {k} | {v:.6g} |" for k, v in others[:40]]
+        if len(others) > 40:
+            out.append(f"\n({len(others) - 40} more in metrics.json.)")
+        out.append("")
     return "\n".join(out)
 
 
 def _pictures(output_dir: Path) -> str:
     pictures = sorted(p for p in output_dir.rglob("*.png")
-                      if "checkpoints" not in p.relative_to(output_dir).parts and len(p.relative_to(output_dir).parts) <= 2)
+                      if "checkpoints" not in (parts := p.relative_to(output_dir).parts) and len(parts) <= 2)
     if not pictures:
         return ""
     out = ["## Grad-CAM pictures", "",

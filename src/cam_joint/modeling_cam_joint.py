@@ -429,9 +429,10 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
         if self.captioner is not None and input_ids is not None:
             out.caption_logits, out.cache_params = self.captioner(input_ids, self.captioner.initial_state(z))
             token_log_probs, token_mask = self._token_log_probs(out.caption_logits, input_ids, attention_mask)
-            if token_mask.any():
-                losses["caption_loss"] = (cfg.caption_loss_weight,
-                                          -(token_log_probs * token_mask).sum() / token_mask.sum())
+            # Always present (0 for a batch without captions) so every captioner weight is in every step's graph:
+            # DDP then never sees unused parameters.
+            losses["caption_loss"] = (cfg.caption_loss_weight,
+                                      -(token_log_probs * token_mask).sum() / token_mask.sum().clamp_min(1))
         if cfg.uses_cam_loss and labels is not None and input_ids is not None and pooled is not None:
             losses["cam_loss"] = (cfg.cam_loss_weight,
                                   self._cam_loss(feature_maps, pooled, z, out.logits, labels, input_ids,

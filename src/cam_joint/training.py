@@ -84,9 +84,9 @@ def main(args: argparse.Namespace) -> int:
         log_with=args.report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), automatic_checkpoint_naming=False),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        # cnn / lrcn variants build only one head, but a frozen encoder and the semantic/NIC options can leave
-        # parameters unused in a step: let DDP cope instead of hanging.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        # Every trainable parameter is in every step's graph (variants build only the heads they train; the caption
+        # loss is present even for a batch without captions), so DDP needs no unused-parameter search.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
