@@ -173,9 +173,12 @@ def _check_labels_match(model, dataset) -> None:
 def _check_generation_length(model, generation_kwargs: Mapping[str, Any]) -> None:
     """The captioner's Grad-CAM accepts captions of at most max_caption_length tokens: fail before generating."""
     limit = model.config.max_caption_length
-    max_length = generation_kwargs.get("max_length")
-    max_new_tokens = generation_kwargs.get("max_new_tokens")
-    longest = max_length if max_new_tokens is None else max_new_tokens + 1  # + bos
+    defaults = getattr(model, "generation_config", None)
+    max_new_tokens = generation_kwargs.get("max_new_tokens", getattr(defaults, "max_new_tokens", None))
+    if max_new_tokens is not None:
+        longest = max_new_tokens + 1  # + bos
+    else:
+        longest = generation_kwargs.get("max_length", getattr(defaults, "max_length", None))
     if longest is not None and longest > limit:
         raise ValueError(f"generation may produce {longest} tokens but the model's captions (and its caption "
                          f"Grad-CAM) are at most max_caption_length={limit} tokens; lower max_length/max_new_tokens "
@@ -434,6 +437,7 @@ def load_eval_dataset(model_dir: str | Path, dataset: str | None = None, data_di
             raise ValueError(f"no --dataset given and {args_file} does not say which dataset the model was trained "
                              f"on; pass --dataset synthetic|cub|flowers|HUB_ID")
         dataset = training_args["dataset"]
+    if dataset == training_args.get("dataset"):  # the training data: its folder and protocol unless overridden
         data_dir = data_dir or training_args.get("data_dir")
         protocol = protocol or training_args.get("protocol")
     protocol = protocol or "official"

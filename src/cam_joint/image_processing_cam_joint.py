@@ -100,8 +100,9 @@ class CamJointImageProcessor(BaseImageProcessor):
         return self.preprocess(images, return_tensors=return_tensors, **kwargs)
 
     def preprocess(self, images, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
-        if not isinstance(images, (list, tuple)):
+        if isinstance(images, (Image.Image, np.ndarray, torch.Tensor)):
             images = [images]
+        images = list(images)  # lists, tuples, and datasets' Column objects
         pixel_values = torch.stack([self.transform(to_rgb(image)) for image in images])
         if return_tensors == "np":
             pixel_values = pixel_values.numpy()

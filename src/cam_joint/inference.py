@@ -60,7 +60,8 @@ def resolve_label(model, label: int | str) -> int:
     if isinstance(label, (int, np.integer)) or (isinstance(label, str) and label.strip().isdigit()):
         index = int(label)
         if not 0 <= index < num_labels:
-            raise ValueError(f"class id {index} is out of range: the model has {num_labels} classes (0..{num_labels - 1})")
+            raise ValueError(f"class id {index} is out of range: the model has {num_labels} classes "
+                             f"(0..{num_labels - 1})")
         return index
     names = {name: i for i, name in id2label.items()}
     if label in names:
@@ -195,7 +196,8 @@ def explain_figure(model, processor, image, label: int | str | None = None, *, t
         heat = axis.imshow(up, cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0, interpolation="bilinear")
         if float(cam.max()) == float(cam.min()):
             text += "\n(map is constant: no evidence)"
-        axis.set_title("\n".join(textwrap.fill(line, wrap) for line in text.split("\n")), fontsize=9)
+        axis.set_title("\n".join(textwrap.fill(line, wrap, max_lines=6, placeholder=" ...")
+                                 for line in text.split("\n")), fontsize=9)
     for axis in axes:
         axis.set_xticks([])
         axis.set_yticks([])

@@ -98,32 +98,34 @@ def key_hash(key: Mapping[str, Any]) -> str:
     return hashlib.sha256(_canonical_json(key).encode()).hexdigest()[:32]
 
 
+class _BatchView(torch.utils.data.Dataset):
+    """Batch i of a dataset: ``dataset[start:stop]`` (a column dict for a ``datasets.Dataset``) or a list of items.
+
+    Module-level (picklable) so DataLoader workers also work with the "spawn" start method.
+    """
+
+    def __init__(self, dataset: Any, batch_size: int):
+        self.dataset, self.batch_size = dataset, batch_size
+        self.sliceable = hasattr(dataset, "column_names")  # datasets.Dataset: slicing decodes a whole batch at once
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    def __getitem__(self, i: int):
+        start, stop = i * self.batch_size, min(len(self.dataset), (i + 1) * self.batch_size)
+        return self.dataset[start:stop] if self.sliceable else [self.dataset[j] for j in range(start, stop)]
+
+
+def _as_is(batch: Any) -> Any:
+    return batch
+
+
 def _batches(dataset: Any, batch_size: int, num_workers: int):
-    """Yield ``dataset[start:stop]`` (a column dict for a ``datasets.Dataset``) or a list of items, in order."""
-    n = len(dataset)
-    sliceable = hasattr(dataset, "_fingerprint") or hasattr(dataset, "column_names")
-
-    def batch(i: int):
-        start, stop = i * batch_size, min(n, (i + 1) * batch_size)
-        return dataset[start:stop] if sliceable else [dataset[j] for j in range(start, stop)]
-
-    num_batches = math.ceil(n / batch_size)
+    """Batches in order; with workers, whole batches are fetched/decoded in parallel, the encoder stays here."""
+    view = _BatchView(dataset, batch_size)
     if num_workers <= 0:
-        for i in range(num_batches):
-            yield batch(i)
-        return
-
-    # Workers decode whole batches (image decoding is the part that parallelises); the encoder stays in this process.
-    class _BatchDataset(torch.utils.data.Dataset):
-        def __len__(self):
-            return num_batches
-
-        def __getitem__(self, i):
-            return batch(i)
-
-    loader = torch.utils.data.DataLoader(_BatchDataset(), batch_size=None, num_workers=num_workers,
-                                         collate_fn=lambda b: b)
-    yield from loader
+        return (view[i] for i in range(len(view)))
+    return iter(torch.utils.data.DataLoader(view, batch_size=None, num_workers=num_workers, collate_fn=_as_is))
 
 
 class FeatureCache:
@@ -205,6 +207,9 @@ class FeatureCache:
                 feats = encode_fn(batch)
                 if not isinstance(feats, torch.Tensor) or feats.dim() < 2:
                     raise TypeError("encode_fn must return a tensor of shape (B, C, ...)")
+                expected = min(batch_size, n - row)
+                if len(feats) != expected:  # rows must stay aligned with the dataset's rows
+                    raise ValueError(f"encode_fn returned {len(feats)} rows for a batch of {expected}")
                 feats = feats.detach().to("cpu", _DTYPE)
                 if not torch.isfinite(feats).all():
                     raise ValueError("encoder features overflow float16 (or are NaN); they cannot be cached as float16")
@@ -217,8 +222,6 @@ class FeatureCache:
                 row += len(feats)
                 progress.update(len(feats))
             progress.close()
-            if row != n:
-                raise ValueError(f"encode_fn returned {row} rows for a dataset of {n}")
             if out is None:
                 raise ValueError("cannot cache features of an empty dataset")
             out.flush()

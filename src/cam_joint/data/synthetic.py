@@ -141,16 +141,26 @@ class BirdAttributes:
         return "short" if self.beak_length < 0.15 else "long"
 
 
+def _py_random(rng: np.random.Generator) -> random.Random:
+    # Python's Random is ~10x cheaper than numpy's Generator per scalar draw, and we make dozens per image.
+    return random.Random(int(rng.integers(2**63)))
+
+
+def _clip255(v: float) -> int:
+    return int(min(255.0, max(0.0, v)))
+
+
 def sample_bird(rng: np.random.Generator, spec: ClassSpec) -> BirdAttributes:
+    r = _py_random(rng)
     neutral = list(NEUTRAL_COLOURS)
     part_colours: dict[str, str] = {}
     for part in PART_NAMES:
         if part in spec.colours:
             part_colours[part] = spec.colours[part]
         elif part == "eye":
-            part_colours[part] = "black" if rng.random() < 0.8 else "white"
+            part_colours[part] = "black" if r.random() < 0.8 else "white"
         else:
-            part_colours[part] = neutral[rng.integers(len(neutral))]
+            part_colours[part] = r.choice(neutral)
     # Keep the eye visible against the head.
     if part_colours["eye"] == part_colours["head"]:
         part_colours["eye"] = "white" if part_colours["head"] == "black" else "black"
@@ -158,18 +168,16 @@ def sample_bird(rng: np.random.Generator, spec: ClassSpec) -> BirdAttributes:
     for part, colour in part_colours.items():
         base = SATURATED_COLOURS.get(colour) or NEUTRAL_COLOURS[colour]
         # Small jitter: keeps colours inside their category (palette entries are >= ~60 apart).
-        jitter = rng.integers(-14, 15, size=3)
-        rgb[part] = tuple(int(v) for v in np.clip(np.asarray(base) + jitter, 0, 255))
-    scale = float(rng.uniform(0.55, 0.8))
+        rgb[part] = tuple(_clip255(v + r.randint(-14, 14)) for v in base)
     return BirdAttributes(
         part_colours=part_colours,
         rgb=rgb,
-        beak_length=float(rng.uniform(0.09, 0.21)),
-        scale=scale,
-        angle=float(np.deg2rad(rng.uniform(-20, 20))),
-        mirror=bool(rng.random() < 0.5),
-        position=(float(rng.random()), float(rng.random())),
-        shape_jitter=rng.uniform(0.9, 1.1, size=4),
+        beak_length=r.uniform(0.09, 0.21),
+        scale=r.uniform(0.55, 0.8),
+        angle=math.radians(r.uniform(-20, 20)),
+        mirror=r.random() < 0.5,
+        position=(r.random(), r.random()),
+        shape_jitter=np.array([r.uniform(0.9, 1.1) for _ in range(4)]),
     )
 
 
@@ -215,30 +223,29 @@ def _gradient(size: int) -> Image.Image:
 
 
 def _random_background(rng: np.random.Generator, size: int) -> Image.Image:
-    """Low-saturation base colour, a vertical gradient, and clutter shapes in low-saturation colours."""
+    """Low-saturation vertical gradient, and clutter shapes (blobs, boxes, twigs) in low-saturation colours."""
+    r = _py_random(rng)
 
     def dull_colour(max_sat: float = 0.25) -> tuple[int, int, int]:
-        value = rng.uniform(0.35, 0.95)
-        grey = np.full(3, value)
-        tint = rng.uniform(-1, 1, size=3) * max_sat * value
-        return tuple(int(v) for v in np.clip((grey + tint) * 255, 0, 255))
+        value = r.uniform(0.35, 0.95)
+        return tuple(_clip255((value + r.uniform(-1, 1) * max_sat * value) * 255) for _ in range(3))
 
-    # Vertical gradient between two dull colours, composited in C (a numpy blend cost ~0.1 ms per image).
+    # Gradient between two dull colours, composited in C (a numpy blend cost ~0.1 ms per image).
     img = Image.composite(Image.new("RGB", (size, size), dull_colour()), Image.new("RGB", (size, size), dull_colour()),
                           _gradient(size))
     draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(3, 9))):
-        kind = rng.integers(3)
-        x0, y0 = rng.uniform(-0.1, 1.0, size=2) * size
-        w, h = rng.uniform(0.05, 0.35, size=2) * size
+    for _ in range(r.randint(3, 8)):
+        kind = r.randrange(3)
+        x0, y0 = r.uniform(-0.1, 1.0) * size, r.uniform(-0.1, 1.0) * size
+        w, h = r.uniform(0.05, 0.35) * size, r.uniform(0.05, 0.35) * size
         colour = dull_colour(0.22)
         if kind == 0:
             draw.ellipse([x0, y0, x0 + w, y0 + h], fill=colour)
         elif kind == 1:
             draw.rectangle([x0, y0, x0 + w, y0 + h], fill=colour)
         else:  # branches / twigs
-            x1, y1 = rng.uniform(0, 1, size=2) * size
-            draw.line([x0, y0, x1, y1], fill=colour, width=int(rng.integers(1, max(2, size // 24))))
+            x1, y1 = r.random() * size, r.random() * size
+            draw.line([x0, y0, x1, y1], fill=colour, width=r.randint(1, max(1, size // 24 - 1)))
     return img
 
 
@@ -343,8 +350,7 @@ def make_captions(
     rng: np.random.Generator, spec: ClassSpec, attrs: BirdAttributes, n: int = CAPTIONS_PER_IMAGE
 ) -> list[str]:
     """``n`` lower-case captions naming parts with their drawn colours, discriminative parts in most of them."""
-    # Python's Random is ~10x cheaper than numpy's Generator for the many scalar draws below.
-    r = random.Random(int(rng.integers(2**63)))
+    r = _py_random(rng)
     key_parts = list(spec.discriminative_parts)
     others = [p for p in _EXTRA_PARTS if p not in spec.colours]
     captions = []

@@ -81,12 +81,15 @@ def cam_cosine_agreement(maps_a: MapsLike, maps_b: MapsLike) -> float:
 
 
 def _peak(m: torch.Tensor, height: int, width: int) -> tuple[int, int] | None:
-    """(row, col) of the maximum of `m` upsampled bilinearly to (height, width); None for a constant map."""
+    """(row, col), at (height, width), of the maximum of `m` upsampled bilinearly; None for a constant map.
+
+    The bilinear maximum is the strongest cell's centre (align_corners=False), so no upsampling is needed; taking the
+    argmax of an upsampled map instead would snap a border cell's flat maximum to the image edge."""
     if bool(m.max() == m.min()):
         return None
-    up = F.interpolate(m[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-    idx = int(torch.argmax(up))
-    return divmod(idx, width)
+    h, w = m.shape
+    i, j = divmod(int(torch.argmax(m)), w)
+    return min(height - 1, int((i + 0.5) * height / h)), min(width - 1, int((j + 0.5) * width / w))
 
 
 def pointing_game_mask(maps: MapsLike, masks: MapsLike) -> np.ndarray:
