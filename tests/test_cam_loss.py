@@ -233,7 +233,7 @@ def test_cam_loss_lowers_disagreement_when_optimised():
     maps, labels, ids = batch(model, size=4)
     optimizer = torch.optim.Adam(model.intermediate.parameters(), lr=3e-2)
     losses = []
-    for _ in range(30):
+    for _ in range(60):
         out = model(feature_maps=maps, labels=labels, input_ids=ids)
         optimizer.zero_grad()
         out.loss.backward()

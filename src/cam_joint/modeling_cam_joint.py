@@ -517,12 +517,16 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
         return self.captioner.greedy(image_embeds, max_length or cfg.max_caption_length, cfg.bos_token_id,
                                      cfg.eos_token_id, cfg.pad_token_id)[0]
 
-    def _predicted_caption_sensitivity(self, z: Tensor, create_graph: bool, detach_captioner: bool):
-        """The greedy caption and dy/dz of its score, both from ONE decoding pass (decoded with the graph)."""
+    def _predicted_caption_sensitivity(self, z: Tensor, create_graph: bool, detach_captioner: bool,
+                                       max_length: int):
+        """The greedy caption and dy/dz of its score, both from ONE decoding pass (decoded with the graph).
+
+        `max_length` caps the decode at the answer captions' length: an early, untrained captioner rarely emits eos,
+        and a prediction longer than every answer adds cost, not evidence."""
         cfg = self.config
         if not z.requires_grad:
             z = z.detach().requires_grad_()
-        decode_args = (z, cfg.max_caption_length, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id)
+        decode_args = (z, max_length, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id)
         if detach_captioner:
             detached = {f"captioner.{name}": p.detach() for name, p in self.captioner.named_parameters()}
             tokens, log_probs, mask = torch.func.functional_call(_GreedyScorer(self.captioner), detached,
@@ -558,7 +562,8 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
                 # Second order: s = dy/dz is a function of z = f_medi(p), so L_cam also reaches f_medi through s.
                 z_cam = self.image_vector(pooled_cam)
                 answer_sens = self._caption_sensitivity(input_ids, z_cam, True, not trains_all)
-                _, predicted_sens = self._predicted_caption_sensitivity(z_cam, True, not trains_all)
+                _, predicted_sens = self._predicted_caption_sensitivity(z_cam, True, not trains_all,
+                                                                        input_ids.shape[1])
             else:
                 # First order: s is a constant. The answer caption's teacher-forced pass is the caption loss's own.
                 if token_log_probs is None or not z.requires_grad:
@@ -566,7 +571,8 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
                 else:
                     answer_score = CaptionTarget(cfg.cam_caption_target)(token_log_probs, token_mask)
                     (answer_sens,) = torch.autograd.grad(answer_score.sum(), z, retain_graph=True)
-                _, predicted_sens = self._predicted_caption_sensitivity(z.detach(), False, False)
+                _, predicted_sens = self._predicted_caption_sensitivity(z.detach(), False, False,
+                                                                        input_ids.shape[1])
             sensitivity = torch.cat([class_sens, answer_sens[None], predicted_sens[None]]).to(pooled_cam.dtype)
             grads = pooled_gradient(pooled_cam, self.image_vector, sensitivity, create_graph=True)
             return cam_from_pooled_gradient(maps_source, grads, relu=cfg.cam_relu)
