@@ -31,7 +31,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cache-dir", default=None, help="default: a temporary directory")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads; on a busy machine small multi-threaded ops stall on descheduled threads")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     num_classes = 10
