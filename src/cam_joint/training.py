@@ -66,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--num-workers", type=int, default=0)
     add("--max-caption-length", type=int, default=40)
     add("--cache-dir", help="feature cache folder (frozen encoder); default OUTPUT_DIR/../feature-cache")
+    add("--train-split", default="train", help="e.g. caption_train for the etri2020 captioning protocol")
     add("--eval-split", default="test")
     add("--no-caption-metrics", action="store_true", help="skip BLEU/METEOR/ROUGE/CIDEr (they need Java)")
     add("--push-to-hub", metavar="REPO_ID")
@@ -94,7 +95,9 @@ def main(args: argparse.Namespace) -> int:
 
     # 1. Data: a DatasetDict with image / label / captions columns.
     dataset, data_spec = load_training_data(args)
-    train_split = dataset["train"]
+    if args.train_split not in dataset:
+        raise ValueError(f"--train-split {args.train_split!r} is not a split of {args.dataset}: {sorted(dataset)}")
+    train_split = dataset[args.train_split]
     eval_split = dataset[args.eval_split] if args.eval_split in dataset else dataset[list(dataset)[-1]]
     label_names = train_split.features["label"].names
 
