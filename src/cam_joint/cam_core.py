@@ -79,17 +79,6 @@ def disagreement_loss(cam_answer_caption: Tensor, cam_predicted_class: Tensor, c
             + (1 - map_cosine(cam_answer_class, cam_predicted_caption))).mean()
 
 
-class ClassTarget:
-    """Target score: the logit of one class per image (as `pytorch_grad_cam.utils.model_targets.ClassifierOutputTarget`,
-    batched). Its sensitivity dy/dz is the classifier's weight row, a constant of z for a linear classifier."""
-
-    def __init__(self, labels: Tensor):
-        self.labels = labels
-
-    def __call__(self, class_logits: Tensor) -> Tensor:
-        return class_logits.gather(1, self.labels.view(-1, 1)).squeeze(1)
-
-
 class CaptionTarget:
     """Target score: log P(caption | image) = the sum (or mean) of the caption's token log-probabilities.
 
@@ -106,5 +95,5 @@ class CaptionTarget:
         return total
 
 
-__all__ = ["at_least_float32", "cam_from_pooled_gradient", "pooled_gradient", "map_cosine", "disagreement_loss", "ClassTarget",
+__all__ = ["at_least_float32", "cam_from_pooled_gradient", "pooled_gradient", "map_cosine", "disagreement_loss",
            "CaptionTarget"]
