@@ -46,7 +46,7 @@ OFFICIAL_SPLIT_KEYS = {"trnid": "train", "valid": "validation", "tstid": "test"}
 # Label i (1-based, as in imagelabels.mat) is FLOWERS102_CLASS_NAMES[i - 1]. The dataset itself ships no names; this
 # is the list everyone uses (from github.com/jimgoo/caffe-oxford102, also in TensorFlow Datasets), spellings kept as
 # published ("barbeton daisy", "pink-yellow dahlia?") so names match other tools. Checked against real images: the 10
-# classes of ../shared/data/flowers/jpg (labels 1, 11, 20, 31, 40, 50, 59, 69, 80, 92) look like their names.
+# classes of the real flower photos used in development (labels 1, 11, 20, 31, 40, 50, 59, 69, 80, 92) look like their names.
 FLOWERS102_CLASS_NAMES: tuple[str, ...] = (
     "pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea", "english marigold", "tiger lily",
     "moon orchid", "bird of paradise", "monkshood", "globe thistle", "snapdragon", "colt's foot", "king protea",
