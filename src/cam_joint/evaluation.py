@@ -134,7 +134,8 @@ def box_mask(bbox_xywh: Sequence[float], box: Sequence[float], out_h: int, out_w
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
-def _image_processor(processor):
+def image_processor_of(processor):
+    """The image processor of a CamJointProcessor (or the image processor itself)."""
     return getattr(processor, "image_processor", processor)
 
 
@@ -259,7 +260,7 @@ def evaluate_model(
     if isinstance(dataset.features.get("image"), datasets.Image) and dataset.features["image"].decode:
         dataset = dataset.cast_column("image", datasets.Image(decode=False))
 
-    image_processor = _image_processor(processor)
+    image_processor = image_processor_of(processor)
     data_config = image_processor.data_config() if hasattr(image_processor, "data_config") else None
     device = model.device
     was_training = model.training

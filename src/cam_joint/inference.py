@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .evaluation import image_processor_of
+
 __all__ = ["load_image", "predict", "explain_figure", "save_cam_pictures", "resolve_label",
            "add_caption_main_arguments", "caption_main", "add_explain_main_arguments", "explain_main"]
 
@@ -43,10 +45,6 @@ def load_image(path: str | Path):
             return image.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from error
-
-
-def _image_processor(processor):
-    return getattr(processor, "image_processor", processor)
 
 
 def _id2label(model) -> dict[int, str]:
@@ -101,7 +99,7 @@ def predict(model, processor, images: Sequence, generation_kwargs: Mapping[str, 
             top_k: int = 5) -> list[dict[str, Any]]:
     """Caption and classify PIL images. One dict per image: ``caption`` (if the model captions) and ``top_classes``
     (if it classifies): a list of (class id, class name, probability), best first."""
-    image_processor = _image_processor(processor)
+    image_processor = image_processor_of(processor)
     pixel_values = image_processor(list(images), return_tensors="pt")["pixel_values"].to(model.device)
     feature_maps = model.get_feature_maps(pixel_values)
     results: list[dict[str, Any]] = [{} for _ in range(len(pixel_values))]
@@ -142,7 +140,7 @@ def explain_figure(model, processor, image, label: int | str | None = None, *, t
 
     if isinstance(image, (str, Path)):
         image = load_image(image)
-    image_processor = _image_processor(processor)
+    image_processor = image_processor_of(processor)
     data_config = image_processor.data_config() if hasattr(image_processor, "data_config") else None
     was_training = model.training
     model.eval()

@@ -94,8 +94,7 @@ def load_cub(
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown split protocol {protocol!r}; choose one of {PROTOCOLS}")
-    owns_report = report is None
-    policy = BadItemPolicy(skip_bad=skip_bad, report=report if report is not None else SkipReport())
+    policy = BadItemPolicy.for_load(skip_bad, report)
     root = find_cub_root(data_dir)
     if text_dir is None:
         text_dir = find_cub_text_dir(root)
@@ -121,8 +120,7 @@ def load_cub(
         )
     features = image_text_features([class_label_name(key) for key in class_keys], with_bbox_and_parts=True,
                                    num_parts=NUM_PARTS)
-    if owns_report and len(policy.report):
-        logger.warning("%s", policy.report.format())
+    policy.log_if_owned(logger)
     return build_dataset_dict(records, split_indices, features)
 
 

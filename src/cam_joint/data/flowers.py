@@ -94,8 +94,7 @@ def load_flowers(
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown split protocol {protocol!r}; choose one of {PROTOCOLS}")
-    owns_report = report is None
-    policy = BadItemPolicy(skip_bad=skip_bad, report=report if report is not None else SkipReport())
+    policy = BadItemPolicy.for_load(skip_bad, report)
     data_dir = Path(data_dir).absolute()  # image paths are stored in the dataset: keep them valid from any cwd
     if text_dir is None and (data_dir / "text_c10").is_dir():
         text_dir = data_dir / "text_c10"
@@ -119,8 +118,7 @@ def load_flowers(
             caption_validation_classes=FLOWERS_ETRI2020_CAPTION_VALIDATION_CLASSES,
             classes_file=data_dir / "imagelabels.mat",
         )
-    if owns_report and len(policy.report):
-        logger.warning("%s", policy.report.format())
+    policy.log_if_owned(logger)
     features = image_text_features(FLOWERS102_CLASS_NAMES, with_bbox_and_parts=False)
     return build_dataset_dict(records, split_indices, features)
 

@@ -82,6 +82,17 @@ class BadItemPolicy:
 
     skip_bad: bool = False
     report: SkipReport = field(default_factory=SkipReport)
+    owns_report: bool = False
+
+    @classmethod
+    def for_load(cls, skip_bad: bool, report: SkipReport | None) -> "BadItemPolicy":
+        """The policy of one loader call: records into the caller's ``report``, or into its own, which
+        `log_if_owned` then logs (nothing is dropped silently)."""
+        return cls(skip_bad=skip_bad, report=report if report is not None else SkipReport(), owns_report=report is None)
+
+    def log_if_owned(self, logger) -> None:
+        if self.owns_report and len(self.report):
+            logger.warning("%s", self.report.format())
 
     def reject(
         self,
