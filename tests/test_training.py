@@ -85,3 +85,13 @@ def test_semantic_concepts_are_the_most_frequent_words_present_in_any_caption():
     assert words == ["red", "bird", "wing", "a"]
     assert targets.tolist() == [1.0, 1.0, 0.0, 0.0]  # "blue" is a word but not among the 4 concepts
     assert concept_targets(tokenizer, [], num_concepts=4).sum() == 0
+
+
+def test_frozen_encoder_trains_from_the_feature_cache(tmp_path):
+    cache = tmp_path / "cache"
+    train(tmp_path / "first", "--max-steps", "1", "--freeze-encoder", "--cache-dir", str(cache))
+    (entry,) = cache.glob("*.f16")
+    written = entry.stat().st_mtime_ns
+    train(tmp_path / "second", "--max-steps", "1", "--freeze-encoder", "--cache-dir", str(cache))
+    assert list(cache.glob("*.f16")) == [entry] and entry.stat().st_mtime_ns == written  # reused, not recomputed
+    assert json.loads((tmp_path / "second" / "config.json").read_text())["freeze_encoder"] is True

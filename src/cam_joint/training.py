@@ -108,12 +108,10 @@ def main(args: argparse.Namespace) -> int:
     config = model.config
 
     # 3. Batches: pixels, or cached feature maps when the encoder is frozen.
-    features = None
-    if config.freeze_encoder:
-        features = {name: cached_features(model, processor, split, name, args, accelerator)
-                    for name, split in (("train", train_split),)}
+    train_features = (cached_features(model, processor, train_split, args.train_split, args, accelerator)
+                      if config.freeze_encoder else None)
     train_data = CaptionedImages(train_split, processor, config.max_caption_length, args.seed,
-                                 features=features["train"] if features else None,
+                                 features=train_features,
                                  num_concepts=config.num_concepts if config.variant == "semantic" else 0)
     train_loader = DataLoader(train_data, batch_size=args.batch_size, shuffle=True, collate_fn=train_data.collate,
                               num_workers=args.num_workers)
