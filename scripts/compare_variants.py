@@ -25,8 +25,14 @@ VARIANTS = {  # name: extra training arguments
     "lrcn": ["--variant", "lrcn"],
     "intermediate": ["--variant", "intermediate"],
     "cam": ["--variant", "cam"],
-    "semantic": ["--variant", "semantic", "--conditioning", "init_state"],
+    # S-CNN-RNN: concept layer, LSTM state from the concepts, two-stage training (the first 40% of an epoch: CNN on
+    # concepts and LSTM on ground-truth concepts, independently; then jointly).
+    "semantic": ["--variant", "semantic", "--conditioning", "init_state", "--stage1-epochs", "0.4"],
+    # Show-and-Tell: the image is the LSTM's step-0 input; encoder fine-tuned jointly (the synthetic default).
     "nic": ["--variant", "intermediate", "--conditioning", "first_step"],
+    # SCST on the best captioner of the table (intermediate): cross-entropy for 0.8 epoch, then self-critical.
+    "intermediate+scst": ["--variant", "intermediate", "--scst-after-epochs", "0.8"],
+    "cam+scst": ["--variant", "cam", "--scst-after-epochs", "0.8"],
 }
 
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import GenerationMixin, PreTrainedModel
+from transformers.generation import utils as _generation_utils
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
@@ -33,6 +34,10 @@ AUTO_MAP = {
     "AutoModelForImageClassification": "modeling_cam_joint.CamJointForImageClassification",
     "AutoModelForImageTextToText": "modeling_cam_joint.CamJointModel",
 }
+# The generation loop's name for a model's cache: `cache` since Transformers 5.24; before it, `cache_params` for
+# caches that are not key/value caches. The step output and `prepare_inputs_for_generation` speak whichever it reads.
+GENERATION_CACHE_KEY = "cache" if "cache" in getattr(_generation_utils, "ALL_CACHE_NAMES", ("cache",)) else \
+    "cache_params"
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
 
 
@@ -51,7 +56,10 @@ class CamJointOutput(ModelOutput):
         concept_probs: concept probabilities (`variant="semantic"`), (batch, num_concepts).
         image_embeds: z, the image vector both heads read, (batch, D).
         feature_maps: A, the encoder's last feature map, (batch, C, h, w).
-        cache_params: the LSTM state after the last caption token (what `generate()` carries between steps).
+        cache: the LSTM state after the last caption token (what `generate()` carries between steps).
+        sampled_ids, sampled_log_probs, sampled_mask: with `self_critical=True`, one caption sampled per image
+            (bos, w1, ..., eos, pad...), the log-probabilities of w1..eos WITH their graph, and their mask.
+        greedy_ids: with `self_critical=True`, the greedy caption of each image (the baseline; no graph).
     """
 
     loss: Tensor | None = None
@@ -64,15 +72,21 @@ class CamJointOutput(ModelOutput):
     concept_probs: Tensor | None = None
     image_embeds: Tensor | None = None
     feature_maps: Tensor | None = None
-    cache_params: "LSTMCaptionCache | None" = None
+    cache: "LSTMCaptionCache | None" = None
+    sampled_ids: Tensor | None = None
+    sampled_log_probs: Tensor | None = None
+    sampled_mask: Tensor | None = None
+    greedy_ids: Tensor | None = None
 
 
 @dataclass
 class CamJointCaptionStepOutput(ModelOutput):
-    """What Transformers' generation loop reads: next-token `logits` (batch, length, vocab) and the LSTM cache."""
+    """What Transformers' generation loop reads: next-token `logits` (batch, length, vocab) and the LSTM cache,
+    under the name that loop reads (`GENERATION_CACHE_KEY`)."""
 
     logits: Tensor | None = None
-    cache_params: "LSTMCaptionCache | None" = None
+    cache: "LSTMCaptionCache | None" = None
+    cache_params: "LSTMCaptionCache | None" = None  # the same state, for Transformers < 5.24
 
 
 class LSTMCaptionCache:
@@ -193,10 +207,11 @@ class LSTMCaptioner(nn.Module):
         return self.lm_head(self.dropout(outputs)), cache
 
 
-    def greedy(self, image_embeds: Tensor, max_length: int, bos: int, eos: int, pad: int):
-        """Batched greedy decoding that also returns the chosen tokens' log-probabilities, with the autograd graph
-        when grad is enabled: the predicted caption's score comes out of the decoding pass itself, no second,
-        teacher-forced pass over the same tokens.
+    def decode(self, image_embeds: Tensor, max_length: int, bos: int, eos: int, pad: int, sample: bool = False):
+        """Batched greedy decoding (or, with `sample`, multinomial sampling from the model's distribution) that also
+        returns the chosen tokens' log-probabilities, with the autograd graph when grad is enabled: a caption's score
+        comes out of the decoding pass itself, no second, teacher-forced pass over the same tokens. The CAM loss
+        scores its predicted (greedy) caption this way; self-critical training its sampled one.
 
         Returns tokens (B, L) = bos, w1, ..., eos, pad...; token_log_probs and token_mask (B, L-1) for w1..eos.
         """
@@ -208,7 +223,10 @@ class LSTMCaptioner(nn.Module):
         for _ in range(max_length - 1):
             logits, cache = self(tokens[:, -1:], cache)
             step_log_probs = torch.log_softmax(at_least_float32(logits[:, -1]), -1)
-            next_token = step_log_probs.detach().argmax(-1)
+            if sample:
+                next_token = torch.multinomial(step_log_probs.detach().exp(), 1).squeeze(1)
+            else:
+                next_token = step_log_probs.detach().argmax(-1)
             log_probs.append(step_log_probs.gather(1, next_token[:, None]).squeeze(1))
             masks.append(running)
             next_token = torch.where(running, next_token, torch.full_like(next_token, pad))
@@ -220,14 +238,14 @@ class LSTMCaptioner(nn.Module):
 
 
 class _GreedyScorer(nn.Module):
-    """`LSTMCaptioner.greedy` as a module call, so `torch.func.functional_call` can run it on detached weights."""
+    """`LSTMCaptioner.decode` (greedy) as a module call, so `torch.func.functional_call` can run it on detached weights."""
 
     def __init__(self, captioner: LSTMCaptioner):
         super().__init__()
         self.captioner = captioner
 
     def forward(self, image_embeds, max_length, bos, eos, pad):
-        return self.captioner.greedy(image_embeds, max_length, bos, eos, pad)
+        return self.captioner.decode(image_embeds, max_length, bos, eos, pad)
 
 
 class CamJointPreTrainedModel(PreTrainedModel):
@@ -383,8 +401,10 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
         feature_maps: Tensor | None = None,
         image_embeds: Tensor | None = None,
         concept_labels: Tensor | None = None,
-        cache_params: LSTMCaptionCache | None = None,
+        cache: LSTMCaptionCache | None = None,
         caption_step: bool = False,
+        teacher_concepts: bool = False,
+        self_critical: bool = False,
         use_cache: bool | None = None,
         return_dict: bool | None = None,
         output_attentions: bool | None = None,
@@ -399,17 +419,30 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
             feature_maps: the encoder's feature maps (B, C, h, w) instead of pixels (frozen-encoder feature cache).
             image_embeds: z (B, D) instead of pixels (what `generate()` computes once and carries).
             concept_labels: multi-hot concept targets (B, num_concepts) for `variant="semantic"`.
-            cache_params: LSTM state to continue from (generation).
+            cache: LSTM state to continue from (generation).
             caption_step: used by `generate()`: return the captioner's next-token scores as `logits`, which is what
                 Transformers' generation loop reads, and skip the classifier.
+            teacher_concepts: `variant="semantic"`, stage 1 of its two-stage training (Liu et al. 2017, section 3.3):
+                the captioner reads the ground-truth concept vector `concept_labels` instead of the predicted
+                concepts, so the CNN (concept loss) and the LSTM (caption loss) are trained independently. No CAM
+                loss then: the captioner does not look at the image.
+            self_critical: self-critical sequence training (Rennie et al. 2017): instead of the teacher-forced
+                caption loss, sample one caption per image (with the graph of its log-probabilities) and
+                greedy-decode the baseline caption; both are returned (`sampled_*`, `greedy_ids`). The training
+                loop adds the policy-gradient term, whose reward (CIDEr-D against the image's references) is
+                computed outside the model. `loss` then holds the other losses (class, concept, CAM).
         """
         if caption_step:
-            return self._caption_step(input_ids, pixel_values, feature_maps, image_embeds, cache_params)
+            return self._caption_step(input_ids, pixel_values, feature_maps, image_embeds, cache)
         cfg = self.config
         if input_ids is not None:
             self._check_caption_ids(input_ids)
         if labels is not None:
             self._check_labels(labels)
+        if teacher_concepts and (cfg.variant != "semantic" or concept_labels is None):
+            raise ValueError("teacher_concepts (semantic stage-1 training) needs variant='semantic' and "
+                             f"concept_labels; got variant={cfg.variant!r}, concept_labels "
+                             f"{'given' if concept_labels is not None else 'missing'}")
         feature_maps = self._feature_maps(pixel_values, feature_maps) if image_embeds is None else None
         pooled = feature_maps.mean((2, 3)) if feature_maps is not None else None
         z = self.image_vector(pooled) if image_embeds is None else image_embeds
@@ -426,14 +459,18 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
                                           F.binary_cross_entropy(at_least_float32(z).clamp(1e-6, 1 - 1e-6),
                                                                  concept_labels.float()))
         token_log_probs = token_mask = None
-        if self.captioner is not None and input_ids is not None:
-            out.caption_logits, out.cache_params = self.captioner(input_ids, self.captioner.initial_state(z))
+        if self.captioner is not None and self_critical:
+            self._sample_with_baseline(z, out)
+        elif self.captioner is not None and input_ids is not None:
+            caption_z = concept_labels.to(z.dtype) if teacher_concepts else z
+            out.caption_logits, out.cache = self.captioner(input_ids, self.captioner.initial_state(caption_z))
             token_log_probs, token_mask = self._token_log_probs(out.caption_logits, input_ids, attention_mask)
             # Always present (0 for a batch without captions) so every captioner weight is in every step's graph:
             # DDP then never sees unused parameters.
             losses["caption_loss"] = (cfg.caption_loss_weight,
                                       -(token_log_probs * token_mask).sum() / token_mask.sum().clamp_min(1))
-        if cfg.uses_cam_loss and labels is not None and input_ids is not None and pooled is not None:
+        if (cfg.uses_cam_loss and labels is not None and input_ids is not None and pooled is not None
+                and not teacher_concepts):
             losses["cam_loss"] = (cfg.cam_loss_weight,
                                   self._cam_loss(feature_maps, pooled, z, out.logits, labels, input_ids,
                                                  token_log_probs, token_mask))
@@ -443,11 +480,23 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
             out.loss = sum(weight * value for weight, value in losses.values())
         return out
 
-    def _caption_step(self, input_ids, pixel_values, feature_maps, image_embeds, cache_params):
-        if cache_params is None:
+    def _sample_with_baseline(self, z: Tensor, out: CamJointOutput) -> None:
+        """Self-critical training's two decodes: a sampled caption with its graph, and the greedy baseline decoded
+        as at inference (eval mode, no graph)."""
+        cfg = self.config
+        args = (cfg.max_caption_length, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id)
+        out.sampled_ids, out.sampled_log_probs, out.sampled_mask = self.captioner.decode(z, *args, sample=True)
+        was_training = self.captioner.training
+        self.captioner.eval()
+        with torch.no_grad():
+            out.greedy_ids = self.captioner.decode(z.detach(), *args)[0]
+        self.captioner.train(was_training)
+
+    def _caption_step(self, input_ids, pixel_values, feature_maps, image_embeds, cache):
+        if cache is None:
             if image_embeds is None:
                 image_embeds = self.get_image_embeds(pixel_values, feature_maps)
-            cache_params = self.captioner.initial_state(image_embeds)
+            cache = self.captioner.initial_state(image_embeds)
             # Batched prompts are left-padded: padding must not move the LSTM before the prompt's bos.
             # Only LEFT padding: a pad after the first real token was generated (use_cache=False re-runs the whole
             # sequence) and must be fed exactly as the cached path fed it.
@@ -455,8 +504,8 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
             mask = None if bool(real.all()) else real
         else:
             mask = None
-        logits, cache_params = self.captioner(input_ids, cache_params, mask=mask)
-        return CamJointCaptionStepOutput(logits=logits, cache_params=cache_params)
+        logits, cache = self.captioner(input_ids, cache, mask=mask)
+        return CamJointCaptionStepOutput(logits=logits, **{GENERATION_CACHE_KEY: cache})
 
     def _token_log_probs(self, caption_logits: Tensor, input_ids: Tensor, attention_mask: Tensor | None):
         """log P(w_t | w_<t, image) of each caption token after bos, and the mask of real (non-pad) tokens."""
@@ -514,7 +563,7 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
     def greedy_captions(self, image_embeds: Tensor, max_length: int | None = None) -> Tensor:
         """Greedy decoding (bos, w1, ..., eos, pad...), batched, without the generation loop's bookkeeping."""
         cfg = self.config
-        return self.captioner.greedy(image_embeds, max_length or cfg.max_caption_length, cfg.bos_token_id,
+        return self.captioner.decode(image_embeds, max_length or cfg.max_caption_length, cfg.bos_token_id,
                                      cfg.eos_token_id, cfg.pad_token_id)[0]
 
     def _predicted_caption_sensitivity(self, z: Tensor, create_graph: bool, detach_captioner: bool,
@@ -532,7 +581,7 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
             tokens, log_probs, mask = torch.func.functional_call(_GreedyScorer(self.captioner), detached,
                                                                  decode_args)
         else:
-            tokens, log_probs, mask = self.captioner.greedy(*decode_args)
+            tokens, log_probs, mask = self.captioner.decode(*decode_args)
         score = CaptionTarget(cfg.cam_caption_target)(log_probs, mask)
         (sensitivity,) = torch.autograd.grad(score.sum(), z, create_graph=create_graph)
         return tokens, sensitivity
@@ -634,15 +683,17 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # the LSTM state is not a key/value cache
 
-    def _reorder_cache(self, cache_params: LSTMCaptionCache, beam_idx: Tensor) -> LSTMCaptionCache:
-        cache_params.reorder_cache(beam_idx)
-        return cache_params
+    def _reorder_cache(self, cache: LSTMCaptionCache, beam_idx: Tensor) -> LSTMCaptionCache:
+        cache.reorder_cache(beam_idx)
+        return cache
 
-    def prepare_inputs_for_generation(self, input_ids: Tensor, cache_params: LSTMCaptionCache | None = None,
+    def prepare_inputs_for_generation(self, input_ids: Tensor, cache: LSTMCaptionCache | None = None,
                                       image_embeds: Tensor | None = None, pixel_values: Tensor | None = None,
-                                      feature_maps: Tensor | None = None, use_cache: bool | None = None, **kwargs):
-        if cache_params is not None and use_cache is not False:
-            return {"input_ids": input_ids[:, -1:], "cache_params": cache_params, "caption_step": True}
+                                      feature_maps: Tensor | None = None, use_cache: bool | None = None,
+                                      cache_params: LSTMCaptionCache | None = None, **kwargs):
+        cache = cache if cache is not None else cache_params  # `cache_params`: Transformers < 5.24
+        if cache is not None and use_cache is not False:
+            return {"input_ids": input_ids[:, -1:], "cache": cache, "caption_step": True}
         return {"input_ids": input_ids, "image_embeds": image_embeds, "pixel_values": pixel_values,
                 "feature_maps": feature_maps, "caption_step": True}
 

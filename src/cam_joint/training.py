@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     freeze.add_argument("--train-encoder", dest="freeze_encoder", action="store_false")
     add("--image-size", type=int, help="input size (default: the encoder's; 96 for synthetic data)")
     add("--intermediate-size", type=int)
+    add("--num-concepts", type=int, help="variant semantic: K, the most frequent caption words predicted as concepts "
+                                         "(default 1000, at most the vocabulary's words)")
     add("--hidden-size", type=int)
     add("--word-embedding-size", type=int)
     add("--output-dir", default="outputs/cam-joint")
@@ -63,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--checkpointing-steps", type=int, default=0, help="save_state every N steps (0: only at the end)")
     add("--resume", nargs="?", const="latest", help="resume from a checkpoint folder (default: the latest)")
     add("--init-from", help="start from a saved model (pre-train on one dataset, fine-tune on another)")
+    add("--stage1-epochs", type=float, default=0.0,
+        help="variant semantic, two-stage training: for this many epochs (fractions allowed) the CNN learns the "
+             "concepts and the LSTM learns from the GROUND-TRUTH concept vectors, independently; then jointly")
+    add("--scst-after-epochs", type=float, default=None,
+        help="self-critical sequence training (CIDEr-D reward, greedy baseline) from this epoch on (fractions "
+             "allowed); cross-entropy before it. Default: off")
     add("--num-workers", type=int, default=0)
     add("--max-caption-length", type=int, default=40)
     add("--cache-dir", help="feature cache folder (frozen encoder); default OUTPUT_DIR/../feature-cache")
@@ -106,6 +114,7 @@ def main(args: argparse.Namespace) -> int:
     if args.encoder_pretrained:
         model.load_pretrained_encoder()
     config = model.config
+    check_schedule_options(args, config)
 
     # 3. Batches: pixels, or cached feature maps when the encoder is frozen.
     train_features = (cached_features(model, processor, train_split, args.train_split, args, accelerator)
@@ -126,6 +135,20 @@ def main(args: argparse.Namespace) -> int:
     max_steps = args.max_steps or args.epochs * steps_per_epoch
     epochs = math.ceil(max_steps / steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(args.warmup_steps, max_steps))
+    # The two schedules that switch the objective, in optimizer steps: semantic stage 1 (concepts and LSTM trained
+    # independently) before `stage1_steps`; self-critical training from `scst_start` (None: never).
+    stage1_steps = round(args.stage1_epochs * steps_per_epoch)
+    scst_start = None if args.scst_after_epochs is None else round(args.scst_after_epochs * steps_per_epoch)
+    scst_reward = None
+    if scst_start is not None:
+        from .self_critical import SelfCriticalReward, self_critical_loss
+
+        scst_reward = SelfCriticalReward(processor.tokenizer, train_split["captions"])
+        logger.info("self-critical training from step %d (CIDEr-D reward, document frequencies of %d training "
+                    "images)", scst_start + 1, scst_reward.cider.num_images)
+    if stage1_steps:
+        logger.info("stage 1 (CNN on concepts, LSTM on ground-truth concepts) for steps 1-%d, then joint",
+                    stage1_steps)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
 
     # 5. Resume: weights, optimizer, schedule and RNG states, then skip the batches already seen.
@@ -150,9 +173,20 @@ def main(args: argparse.Namespace) -> int:
         loader = accelerator.skip_first_batches(train_loader, skip_batches) if skip_batches else train_loader
         skip_batches = 0
         for batch in loader:
+            image_index = batch.pop("image_index")
+            extra = {}
             with accelerator.accumulate(model):
-                out = model(**batch)
-                accelerator.backward(out.loss)
+                if scst_reward is not None and step >= scst_start:
+                    out = model(**batch, self_critical=True)
+                    advantage, reward, baseline = scst_reward(out.sampled_ids, out.greedy_ids, image_index)
+                    scst = self_critical_loss(out.sampled_log_probs, out.sampled_mask, advantage)
+                    loss = config.caption_loss_weight * scst + (out.loss if out.loss is not None else 0)
+                    extra = {"scst_loss": scst.item(), "reward": reward.mean().item(),
+                             "baseline": baseline.mean().item()}
+                else:
+                    out = model(**batch, teacher_concepts=step < stage1_steps)
+                    loss = out.loss
+                accelerator.backward(loss)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
@@ -160,8 +194,9 @@ def main(args: argparse.Namespace) -> int:
                 continue
             step += 1
             progress.update(1)
-            parts = {name: getattr(out, name).item() for name in ("loss", "class_loss", "caption_loss", "cam_loss",
+            parts = {name: getattr(out, name).item() for name in ("class_loss", "caption_loss", "cam_loss",
                                                                   "concept_loss") if getattr(out, name) is not None}
+            parts = {"loss": loss.item(), **parts, **extra}
             progress.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in parts.items()})
             accelerator.log({f"train/{k}": v for k, v in parts.items()} | {"lr": scheduler.get_last_lr()[0]},
                             step=step)
@@ -191,6 +226,16 @@ def main(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- building blocks
+def check_schedule_options(args, config) -> None:
+    if args.stage1_epochs < 0 or (args.scst_after_epochs is not None and args.scst_after_epochs < 0):
+        raise ValueError("--stage1-epochs and --scst-after-epochs must be >= 0")
+    if args.stage1_epochs and config.variant != "semantic":
+        raise ValueError(f"--stage1-epochs is the semantic variant's two-stage training; the model is "
+                         f"variant={config.variant!r} (use --variant semantic)")
+    if args.scst_after_epochs is not None and not config.has_captioner:
+        raise ValueError(f"--scst-after-epochs trains a captioner; variant={config.variant!r} has none")
+
+
 def load_training_data(args):
     """The DatasetDict and a JSON-able description that `cam-joint evaluate` can rebuild it from."""
     if args.dataset == "synthetic":
@@ -219,7 +264,8 @@ def build_model_and_processor(args, train_split, label_names):
     overrides = {"variant": args.variant, "conditioning": args.conditioning,
                  "cam_gradient_mode": args.cam_gradient_mode, "freeze_encoder": args.freeze_encoder,
                  "intermediate_size": args.intermediate_size, "hidden_size": args.hidden_size,
-                 "word_embedding_size": args.word_embedding_size, "encoder_name": args.encoder}
+                 "word_embedding_size": args.word_embedding_size, "encoder_name": args.encoder,
+                 "num_concepts": args.num_concepts}
     settings.update({k: v for k, v in overrides.items() if v is not None})
     if args.dataset == "synthetic":
         # Small and fast by default: a frozen RANDOM encoder cannot learn the synthetic birds (no ImageNet weights
@@ -228,6 +274,12 @@ def build_model_and_processor(args, train_split, label_names):
                            "hidden_size": 256, "word_embedding_size": 128}.items():
             settings.setdefault(key, value)
     tokenizer = build_caption_tokenizer(captions) if captions else build_caption_tokenizer(["empty"])
+    words = len(tokenizer) - len(tokenizer.all_special_ids)
+    if settings.get("variant") == "semantic" and settings.get("num_concepts", 1000) > words:
+        # A concept beyond the vocabulary would never be active: K is at most the number of caption words.
+        logger.info("num_concepts %s > the %d words of the caption vocabulary: using %d",
+                    settings.get("num_concepts", 1000), words, words)
+        settings["num_concepts"] = words
     settings.update(vocab_size=len(tokenizer), max_caption_length=args.max_caption_length,
                     id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
     settings.pop("num_labels", None)
@@ -304,7 +356,7 @@ class CaptionedImages(Dataset):
     def __getitem__(self, index: int) -> dict:
         captions = self.captions[index]
         caption = random.Random(f"{self.seed}-{self.epoch}-{index}").choice(captions) if captions else ""
-        item = {"label": self.labels[index], "caption": caption}
+        item = {"label": self.labels[index], "caption": caption, "index": index}
         if self.num_concepts:
             item["concepts"] = concept_targets(self.processor.tokenizer, captions, self.num_concepts)
         if self.features is not None:
@@ -314,7 +366,8 @@ class CaptionedImages(Dataset):
         return item
 
     def collate(self, items: list[dict]) -> dict:
-        batch = {"labels": torch.tensor([item["label"] for item in items])}
+        batch = {"labels": torch.tensor([item["label"] for item in items]),
+                 "image_index": torch.tensor([item["index"] for item in items])}
         if self.features is not None:
             batch["feature_maps"] = torch.stack([item["feature_maps"] for item in items])
         else:

@@ -1,0 +1,211 @@
+"""The other papers' training schedules from the CLI: S-CNN-RNN two-stage training, Show-and-Tell (NIC) conditioning
+with a fine-tuned encoder, and self-critical sequence training (SCST) for every captioning variant. Each trained
+checkpoint loads through `AutoModel.from_pretrained(trust_remote_code=True)` in a process without `cam_joint`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import cam_joint
+from cam_joint import CamJointConfig, CamJointModel, build_caption_tokenizer
+from cam_joint.cli import main as cli_main
+from cam_joint.metrics.cider_d import CiderD
+from cam_joint.self_critical import SelfCriticalReward, self_critical_loss
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = Path(cam_joint.__file__).resolve().parent
+TINY = ["--synthetic-classes", "3", "--synthetic-per-class", "4", "--image-size", "48", "--batch-size", "4",
+        "--intermediate-size", "16", "--hidden-size", "16", "--word-embedding-size", "8", "--encoder", "resnet10t",
+        "--no-caption-metrics", "--eval-split", "validation", "--max-caption-length", "12"]
+
+CHILD = textwrap.dedent(r'''
+    import json, os, sys
+    sys.modules["cam_joint"] = None  # `import cam_joint` now raises ImportError
+    SRC = os.path.realpath(sys.argv[2])
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != SRC]
+    import torch
+    from transformers import AutoModel
+    model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+    torch.manual_seed(0)
+    pixels = torch.randn(2, 3, 48, 48)
+    tokens = model.generate(pixel_values=pixels, max_length=12)
+    print(json.dumps({"tokens": tokens.tolist(), "class": type(model).__module__,
+                      "num_beams": model.generation_config.num_beams, "variant": model.config.variant,
+                      "conditioning": model.config.conditioning}))
+''')
+
+
+def train(output_dir: Path, *extra: str) -> Path:
+    assert cli_main(["train", *TINY, "--output-dir", str(output_dir), *extra]) == 0
+    return output_dir
+
+
+def load_in_fresh_process(checkpoint: Path) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "-c", CHILD, str(checkpoint), str(SRC.parent)], env=env,
+                            capture_output=True, text=True, timeout=300, cwd=checkpoint)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def same_generation_here(checkpoint: Path) -> list:
+    model = CamJointModel.from_pretrained(checkpoint).eval()
+    torch.manual_seed(0)
+    return model.generate(pixel_values=torch.randn(2, 3, 48, 48), max_length=12).tolist()
+
+
+# ---------------------------------------------------------------------------------------------------- CLI runs
+@pytest.mark.slow
+def test_semantic_two_stage_training_from_the_cli_round_trips(tmp_path, caplog):
+    caplog.set_level("INFO", logger="cam_joint.train")
+    out = train(tmp_path / "semantic", "--config", str(REPO / "hub_configs" / "cub_semantic.json"),
+                "--stage1-epochs", "0.5", "--max-steps", "4")
+    messages = "\n".join(r.getMessage() for r in caplog.records)
+    # 12 images / batch 4 = 3 steps per epoch: stage 1 is round(0.5 * 3) = 2 steps, then joint.
+    assert "stage 1 (CNN on concepts, LSTM on ground-truth concepts) for steps 1-2, then joint" in messages
+    config = json.loads((out / "config.json").read_text())
+    assert config["variant"] == "semantic" and config["conditioning"] == "init_state"
+    # The synthetic captions have fewer than 1000 words: K is clamped to the vocabulary's words.
+    assert config["num_concepts"] == config["vocab_size"] - 4 == config["intermediate_size"]
+    child = load_in_fresh_process(out)
+    assert child["num_beams"] == 3 and child["variant"] == "semantic"
+    assert child["tokens"] == same_generation_here(out)
+
+
+@pytest.mark.slow
+def test_nic_config_fine_tunes_the_encoder_and_round_trips(tmp_path):
+    out = train(tmp_path / "nic", "--config", str(REPO / "hub_configs" / "flowers_nic.json"), "--max-steps", "2")
+    config = json.loads((out / "config.json").read_text())
+    assert config["conditioning"] == "first_step" and config["freeze_encoder"] is False
+    assert not (tmp_path / "feature-cache").exists()  # a fine-tuned encoder is never cached
+    child = load_in_fresh_process(out)
+    assert child["conditioning"] == "first_step"
+    assert child["tokens"] == same_generation_here(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["cam", "lrcn", "semantic"])
+def test_self_critical_training_from_the_cli(tmp_path, caplog, variant):
+    caplog.set_level("INFO", logger="cam_joint.train")
+    out = train(tmp_path / variant, "--variant", variant, "--scst-after-epochs", "0.34", "--max-steps", "3",
+                "--report-to", "tensorboard")
+    messages = "\n".join(r.getMessage() for r in caplog.records)
+    assert "self-critical training from step 2 (CIDEr-D reward, document frequencies of 12 training images)" \
+        in messages
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = list((out / "cam-joint").glob("events.out.tfevents.*"))
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    rewards = accumulator.Scalars("train/reward")
+    assert [event.step for event in rewards] == [2, 3]  # step 1 is cross-entropy, 2-3 self-critical
+    assert all(event.value >= 0 for event in rewards)
+    if variant == "cam":
+        assert [event.step for event in accumulator.Scalars("train/cam_loss")] == [1, 2, 3]
+    assert (out / "model.safetensors").exists()
+
+
+def test_schedule_options_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="--stage1-epochs is the semantic variant's two-stage training"):
+        train(tmp_path / "a", "--variant", "cam", "--stage1-epochs", "1", "--max-steps", "1")
+    with pytest.raises(ValueError, match="variant='cnn' has none"):
+        train(tmp_path / "b", "--variant", "cnn", "--scst-after-epochs", "0", "--max-steps", "1")
+
+
+# ------------------------------------------------------------------------------------------- the model's side
+def _semantic_model(**kwargs) -> CamJointModel:
+    config = CamJointConfig(encoder_name="resnet10t", freeze_encoder=False, variant="semantic", num_concepts=6,
+                            conditioning="init_state", hidden_size=8, word_embedding_size=8, vocab_size=12,
+                            num_labels=3, max_caption_length=8, **kwargs)
+    return CamJointModel(config).train()
+
+
+def test_stage_one_trains_cnn_and_lstm_independently():
+    """Stage 1: the caption loss reads the ground-truth concepts (not the image) and never reaches the CNN; the
+    concept loss trains the CNN and never the LSTM."""
+    torch.manual_seed(0)
+    model = _semantic_model(use_cam_loss=True)
+    ids = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
+    concepts = torch.tensor([[1.0, 0, 1, 0, 0, 0], [0, 1, 0, 0, 1, 0]])
+    images = torch.randn(2, 3, 32, 32)
+    out = model(pixel_values=images, input_ids=ids, labels=torch.tensor([0, 2]), concept_labels=concepts,
+                teacher_concepts=True)
+    assert out.cam_loss is None  # the captioner does not look at the image in stage 1
+    other = model(pixel_values=torch.randn(2, 3, 32, 32), input_ids=ids, concept_labels=concepts,
+                  teacher_concepts=True)
+    torch.testing.assert_close(other.caption_loss, out.caption_loss)  # the image does not matter to the LSTM
+    cnn = [*model.encoder.parameters(), *model.intermediate.parameters()]
+    assert all(g is None for g in torch.autograd.grad(out.caption_loss, cnn, allow_unused=True))
+    assert all(g is None for g in torch.autograd.grad(out.concept_loss, list(model.captioner.parameters()),
+                                                      allow_unused=True))
+    joint = model(pixel_values=images, input_ids=ids, concept_labels=concepts)
+    assert any(g is not None and g.abs().sum() > 0
+               for g in torch.autograd.grad(joint.caption_loss, cnn, allow_unused=True))  # stage 2: joint
+
+
+def test_teacher_concepts_needs_the_semantic_variant_and_concepts():
+    model = _semantic_model()
+    with pytest.raises(ValueError, match="concept_labels missing"):
+        model(pixel_values=torch.randn(1, 3, 32, 32), input_ids=torch.tensor([[1, 5, 2]]), teacher_concepts=True)
+
+
+def test_self_critical_step_raises_the_probability_of_a_better_than_greedy_caption():
+    """One SGD step on L_scst with a positive advantage for image 0 and a negative one for image 1 makes image 0's
+    sampled caption more likely and image 1's less likely (scored by teacher forcing, independently of sampling)."""
+    torch.manual_seed(1)
+    model = _semantic_model()
+    model.config.dropout = 0.0
+    images, concepts = torch.randn(2, 3, 32, 32), torch.zeros(2, 6)
+    out = model(pixel_values=images, concept_labels=concepts, self_critical=True)
+    assert out.caption_loss is None and out.sampled_log_probs.requires_grad and not out.greedy_ids.requires_grad
+    sampled = out.sampled_ids
+
+    def caption_log_prob():
+        with torch.no_grad():
+            logits = model(pixel_values=images, input_ids=sampled).caption_logits
+            log_probs, mask = model._token_log_probs(logits, sampled, None)
+        return (log_probs * mask).sum(1)
+
+    before = caption_log_prob()
+    # Teacher forcing reproduces the decode's own log-probabilities (same model, same tokens).
+    torch.testing.assert_close((out.sampled_log_probs * out.sampled_mask).sum(1).detach(), before)
+    loss = self_critical_loss(out.sampled_log_probs, out.sampled_mask, torch.tensor([1.0, -1.0]))
+    loss.backward()
+    with torch.no_grad():
+        for p in model.captioner.parameters():
+            if p.grad is not None:
+                p -= 0.05 * p.grad
+    after = caption_log_prob()
+    assert after[0] > before[0] and after[1] < before[1]
+
+
+def test_reward_is_cider_d_of_sampled_minus_greedy_against_the_images_references():
+    captions = [["a red bird", "red bird with a black crown"], [], ["a blue bird", "small blue bird"]]
+    tokenizer = build_caption_tokenizer([c for caps in captions for c in caps])
+    reward = SelfCriticalReward(tokenizer, captions)
+    bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+
+    def ids(text):
+        return [bos, *tokenizer(text, add_special_tokens=False)["input_ids"], eos]
+
+    sampled = torch.tensor([ids("a red bird"), ids("a red bird"), ids("blue bird") + [pad]])
+    greedy = torch.tensor([ids("blue bird") + [pad], ids("a red bird"), ids("a blue bird")])
+    advantage, sampled_reward, greedy_reward = reward(sampled, greedy, torch.tensor([0, 1, 2]))
+    # The same numbers straight from CIDEr-D over the images with captions (eos is a word of every caption).
+    corpus = [[tokenizer(c, add_special_tokens=False)["input_ids"] + [eos] for c in caps] for caps in captions
+              if caps]
+    cider = CiderD(corpus)
+    expected_sampled = cider.score([s[1:] for s in (ids("a red bird"), ids("blue bird"))], [0, 1])
+    expected_greedy = cider.score([s[1:] for s in (ids("blue bird"), ids("a blue bird"))], [0, 1])
+    torch.testing.assert_close(sampled_reward[[0, 2]], torch.tensor(expected_sampled, dtype=torch.float32))
+    torch.testing.assert_close(greedy_reward[[0, 2]], torch.tensor(expected_greedy, dtype=torch.float32))
+    assert advantage[0] > 0 > advantage[2]  # image 0: the sample matches its references, the greedy one does not
+    assert advantage[1] == 0 and sampled_reward[1] == 0  # image 1 has no captions: no reward, no push
