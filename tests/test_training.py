@@ -64,14 +64,20 @@ def test_init_from_reports_kept_and_new_weights(trained, tmp_path, caplog):
 
 
 def test_two_process_training_run(tmp_path):
-    """torchrun with 2 CPU processes (`accelerate launch --cpu --num_processes 2` would start only one)."""
+    """torchrun with 2 CPU processes (`accelerate launch --cpu --num_processes 2` would start only one). Step 1 is
+    cross-entropy with the CAM loss, step 2 self-critical (sampled captions, rewards computed outside the model):
+    DDP must see every trainable parameter in both kinds of step."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    # 12 images / (batch 4 x 2 processes) = 2 steps per epoch: SCST from 0.5 epoch = from step 2.
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "cam_joint.cli", "train", *TINY, "--output-dir", str(tmp_path / "ddp"), "--max-steps", "2"]
+               "-m", "cam_joint.cli", "train", *TINY, "--output-dir", str(tmp_path / "ddp"), "--max-steps", "2",
+               "--scst-after-epochs", "0.5"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "ddp" / "model.safetensors").exists()
-    assert json.loads((tmp_path / "ddp" / "training_args.json").read_text())["max_steps"] == 2
+    assert "self-critical training from step 2" in result.stderr
+    run = json.loads((tmp_path / "ddp" / "training_args.json").read_text())
+    assert run["max_steps"] == 2 and run["num_processes"] == 2  # one job of 2 processes, not 2 lone runs
 
 
 def test_semantic_concepts_are_the_most_frequent_words_present_in_any_caption():

@@ -118,6 +118,8 @@ def test_schedule_options_are_checked(tmp_path):
         train(tmp_path / "a", "--variant", "cam", "--stage1-epochs", "1", "--max-steps", "1")
     with pytest.raises(ValueError, match="variant='cnn' has none"):
         train(tmp_path / "b", "--variant", "cnn", "--scst-after-epochs", "0", "--max-steps", "1")
+    with pytest.raises(ValueError, match="falls inside stage 1"):
+        train(tmp_path / "c", "--variant", "semantic", "--stage1-epochs", "1", "--scst-after-epochs", "0.5")
 
 
 # ------------------------------------------------------------------------------------------- the model's side

@@ -88,6 +88,9 @@ def main(args: argparse.Namespace) -> int:
 
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
+        # Accelerate runs several CPU processes (torchrun / accelerate launch) as one job only when told `cpu=True`;
+        # without it each process would silently train alone.
+        cpu=not has_accelerator(),
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=args.report_to,
@@ -215,7 +218,8 @@ def main(args: argparse.Namespace) -> int:
         output_dir.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
-        (output_dir / "training_args.json").write_text(json.dumps({**vars(args), **data_spec}, indent=2, default=str))
+        run = {**vars(args), **data_spec, "num_processes": accelerator.num_processes}
+        (output_dir / "training_args.json").write_text(json.dumps(run, indent=2, default=str))
         metrics = finish_run(model, processor, eval_split, args, output_dir)
         logger.info("metrics: %s", json.dumps(metrics))
         if args.push_to_hub:
@@ -226,6 +230,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- building blocks
+def has_accelerator() -> bool:
+    """A GPU (or other torch accelerator) is present."""
+    api = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return api.is_available() if api is not None else torch.cuda.is_available()
+
+
 def check_schedule_options(args, config) -> None:
     if args.stage1_epochs < 0 or (args.scst_after_epochs is not None and args.scst_after_epochs < 0):
         raise ValueError("--stage1-epochs and --scst-after-epochs must be >= 0")
@@ -234,6 +244,9 @@ def check_schedule_options(args, config) -> None:
                          f"variant={config.variant!r} (use --variant semantic)")
     if args.scst_after_epochs is not None and not config.has_captioner:
         raise ValueError(f"--scst-after-epochs trains a captioner; variant={config.variant!r} has none")
+    if args.scst_after_epochs is not None and args.scst_after_epochs < args.stage1_epochs:
+        raise ValueError(f"--scst-after-epochs {args.scst_after_epochs} falls inside stage 1 (--stage1-epochs "
+                         f"{args.stage1_epochs}): self-critical training fine-tunes the joint model, after stage 1")
 
 
 def load_training_data(args):
