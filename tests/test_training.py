@@ -61,6 +61,7 @@ def test_init_from_reports_kept_and_new_weights(trained, tmp_path, caplog):
     assert len(config["id2label"]) == 4
     report = "\n".join(r.getMessage() for r in caplog.records if "init-from" in r.getMessage())
     assert "classifier.weight: kept 3 of 4 classes" in report
+    assert "classes: 3 kept, 1 added (" in report and "0 of the checkpoint's dropped" in report
 
 
 def test_two_process_training_run(tmp_path):

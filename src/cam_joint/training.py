@@ -327,28 +327,41 @@ def init_from_checkpoint(args, captions, label_names):
 
 
 def transfer_weights(source, target, source_vocab, target_vocab, source_labels, target_labels) -> list[str]:
-    """Copy weights from `source` into `target`; rows of word and class matrices are matched by name."""
+    """Copy weights from `source` into `target`; rows of word and class matrices are matched by name. Returns the
+    report: what was kept, what is new (initialised fresh) and what the checkpoint had that the new data lacks."""
     source_state, report = source.state_dict(), []
     word_rows = [(target_vocab[w], source_vocab[w]) for w in target_vocab if w in source_vocab]
     class_rows = [(i, source_labels.index(n)) for i, n in enumerate(target_labels) if n in source_labels]
-    vocab_keys = {"captioner.embed_tokens.weight": 0, "captioner.lm_head.weight": 0, "captioner.lm_head.bias": 0}
-    class_keys = {"classifier.weight": 0, "classifier.bias": 0}
+    vocab_keys = {"captioner.embed_tokens.weight", "captioner.lm_head.weight", "captioner.lm_head.bias"}
+    class_keys = {"classifier.weight", "classifier.bias"}
     with torch.no_grad():
         for name, tensor in target.state_dict().items():
             if name not in source_state:
                 report.append(f"{name}: not in the checkpoint, initialised fresh")
-            elif source_state[name].shape == tensor.shape and name not in vocab_keys and name not in class_keys:
-                tensor.copy_(source_state[name])
             elif name in vocab_keys or name in class_keys:
                 rows = word_rows if name in vocab_keys else class_rows
                 for new, old in rows:
                     tensor[new] = source_state[name][old]
                 kind = "words" if name in vocab_keys else "classes"
                 report.append(f"{name}: kept {len(rows)} of {tensor.shape[0]} {kind}, the rest initialised fresh")
+            elif source_state[name].shape == tensor.shape:
+                tensor.copy_(source_state[name])
             else:
                 report.append(f"{name}: shape {tuple(source_state[name].shape)} -> {tuple(tensor.shape)}, "
                               f"initialised fresh")
+    for kind, new_names, old_names in (("words", list(target_vocab), list(source_vocab)),
+                                       ("classes", list(target_labels), list(source_labels))):
+        added = [n for n in new_names if n not in set(old_names)]
+        dropped = [n for n in old_names if n not in set(new_names)]
+        report.append(f"{kind}: {len(new_names) - len(added)} kept, {len(added)} added{_examples(added)}, "
+                      f"{len(dropped)} of the checkpoint's dropped{_examples(dropped)}")
     return report
+
+
+def _examples(names: list[str], count: int = 5) -> str:
+    if not names:
+        return ""
+    return " (" + ", ".join(map(str, names[:count])) + (", ..." if len(names) > count else "") + ")"
 
 
 class CaptionedImages(Dataset):
