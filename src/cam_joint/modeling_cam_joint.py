@@ -35,7 +35,8 @@ AUTO_MAP = {
     "AutoModelForImageTextToText": "modeling_cam_joint.CamJointModel",
 }
 # The generation loop's name for a model's cache: `cache` since Transformers 5.24; before it, `cache_params` for
-# caches that are not key/value caches. The step output and `prepare_inputs_for_generation` speak whichever it reads.
+# caches that are not key/value caches. The step output and `prepare_inputs_for_generation` speak whichever it reads
+# (a `cache_params` dataclass field would not do: 5.24's ModelOutput renames it to `cache` and overwrites that).
 GENERATION_CACHE_KEY = "cache" if "cache" in getattr(_generation_utils, "ALL_CACHE_NAMES", ("cache",)) else \
     "cache_params"
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
@@ -86,7 +87,6 @@ class CamJointCaptionStepOutput(ModelOutput):
 
     logits: Tensor | None = None
     cache: "LSTMCaptionCache | None" = None
-    cache_params: "LSTMCaptionCache | None" = None  # the same state, for Transformers < 5.24
 
 
 class LSTMCaptionCache:
@@ -505,7 +505,10 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
         else:
             mask = None
         logits, cache = self.captioner(input_ids, cache, mask=mask)
-        return CamJointCaptionStepOutput(logits=logits, **{GENERATION_CACHE_KEY: cache})
+        out = CamJointCaptionStepOutput(logits=logits, cache=cache)
+        if GENERATION_CACHE_KEY != "cache":
+            out[GENERATION_CACHE_KEY] = cache  # Transformers < 5.24 reads it under this name (not a field there)
+        return out
 
     def _token_log_probs(self, caption_logits: Tensor, input_ids: Tensor, attention_mask: Tensor | None):
         """log P(w_t | w_<t, image) of each caption token after bos, and the mask of real (non-pad) tokens."""
