@@ -1,6 +1,6 @@
 """Table 2 of the paper, on the synthetic birds: every variant trained with the same budget on several seeds.
 
-    python scripts/compare_variants.py --seeds 0 1 2 --max-steps 300
+    python scripts/compare_variants.py --seeds 0 1 2 --max-steps 150
 
 Each run is `cam-joint train --variant V --seed S --max-steps N` (plus any extra arguments after `--`), into
 OUTPUT_DIR/V-seedS; the table shows mean ± standard deviation over seeds of the metrics each run wrote.
@@ -28,6 +28,7 @@ VARIANTS = {  # name: extra training arguments
     # S-CNN-RNN: concept layer, LSTM state from the concepts, two-stage training (the first 40% of an epoch: CNN on
     # concepts and LSTM on ground-truth concepts, independently; then jointly).
     "semantic": ["--variant", "semantic", "--conditioning", "init_state", "--stage1-epochs", "0.4"],
+    "semantic-joint": ["--variant", "semantic", "--conditioning", "init_state"],  # one stage: jointly from step 1
     # Show-and-Tell: the image is the LSTM's step-0 input; encoder fine-tuned jointly (the synthetic default).
     "nic": ["--variant", "intermediate", "--conditioning", "first_step"],
     # SCST on the best captioner of the table (intermediate): cross-entropy for 0.8 epoch, then self-critical.
@@ -38,7 +39,7 @@ VARIANTS = {  # name: extra training arguments
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=["cnn", "lrcn", "intermediate", "cam"],
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
                         choices=sorted(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-steps", type=int, default=300)
@@ -75,6 +76,8 @@ def format_table(results: dict[str, list[dict]], args) -> str:
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
                 cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines += ["", "Each row: `cam-joint train ARGS --seed S --max-steps N` with ARGS:", ""]
+    lines += [f"- {variant}: `{' '.join(VARIANTS[variant])}`" for variant in results]
     return "\n".join(lines)
 
 

@@ -211,3 +211,16 @@ def test_reward_is_cider_d_of_sampled_minus_greedy_against_the_images_references
     torch.testing.assert_close(greedy_reward[[0, 2]], torch.tensor(expected_greedy, dtype=torch.float32))
     assert advantage[0] > 0 > advantage[2]  # image 0: the sample matches its references, the greedy one does not
     assert advantage[1] == 0 and sampled_reward[1] == 0  # image 1 has no captions: no reward, no push
+
+
+def test_concept_loss_is_eq5_summed_over_concepts_and_averaged_over_images():
+    torch.manual_seed(2)
+    model = _semantic_model().eval()
+    images = torch.randn(3, 3, 32, 32)
+    concepts = torch.tensor([[1.0, 0, 1, 0, 0, 0], [0, 1, 0, 0, 1, 0], [1, 1, 1, 1, 1, 1]])
+    out = model(pixel_values=images, concept_labels=concepts)
+    s = out.concept_probs.double()
+    eq5 = -(concepts * s.log() + (1 - concepts) * (1 - s).log()).sum(1)  # per image, Liu et al. eq. 5
+    torch.testing.assert_close(out.concept_loss.double(), eq5.mean(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"concept_labels must have shape \(batch, num_concepts\) = \(3, 6\)"):
+        model(pixel_values=images, concept_labels=concepts[:, :5])

@@ -56,7 +56,10 @@ class CamJointConfig(PretrainedConfig):
         vocab_size (`int`, defaults to 16): size of the caption vocabulary (set from the tokenizer).
         max_caption_length (`int`, defaults to 32): longest caption, in tokens including bos and eos.
         class_loss_weight, caption_loss_weight (`float`, default 1.0): weights of L_class and L_caption.
-        concept_loss_weight (`float`, defaults to 1.0): weight of the concept BCE loss (`semantic`).
+        concept_loss_weight (`float`, defaults to 1.0):
+            Weight of the concept loss (`semantic`): binary cross-entropy summed over the K concepts (eq. 5 of Liu et
+            al.), averaged over images. The paper also SUMS the caption loss over tokens, where L_caption here is a
+            mean over them: a weight of 1 / (mean caption length) gives the paper's balance exactly.
         use_cam_loss (`bool`, *optional*):
             Train with the CAM disagreement loss. Defaults to `True` for `variant="cam"`, `False` otherwise; `True`
             with `variant="semantic"` adds it to the semantically regularised model (the concept layer is f_medi).

@@ -51,7 +51,8 @@ class CamJointOutput(ModelOutput):
         class_loss: cross-entropy of the class logits (eq. 1).
         caption_loss: mean token cross-entropy of the teacher-forced caption (eq. 2).
         cam_loss: CAM disagreement loss (eq. 6), averaged over the batch.
-        concept_loss: binary cross-entropy of the concept probabilities (`variant="semantic"`).
+        concept_loss: binary cross-entropy of the concept probabilities, summed over the concepts and averaged over
+            the images (`variant="semantic"`, eq. 5 of Liu et al. 2017).
         logits: class scores, (batch, num_labels).
         caption_logits: next-token scores of the teacher-forced caption, (batch, length, vocab_size).
         concept_probs: concept probabilities (`variant="semantic"`), (batch, num_concepts).
@@ -455,9 +456,14 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
         if cfg.variant == "semantic":
             out.concept_probs = z
             if concept_labels is not None:
-                losses["concept_loss"] = (cfg.concept_loss_weight,
-                                          F.binary_cross_entropy(at_least_float32(z).clamp(1e-6, 1 - 1e-6),
-                                                                 concept_labels.float()))
+                if concept_labels.shape != z.shape:
+                    raise ValueError(f"concept_labels must have shape (batch, num_concepts) = {tuple(z.shape)}, got "
+                                     f"{tuple(concept_labels.shape)}")
+                # Eq. 5 of Liu et al.: cross-entropy SUMMED over the K concepts (a mean over them would shrink each
+                # concept's gradient K-fold, 1000-fold by default), averaged over the images of the batch.
+                concept_bce = F.binary_cross_entropy(at_least_float32(z).clamp(1e-6, 1 - 1e-6),
+                                                     concept_labels.float(), reduction="none")
+                losses["concept_loss"] = (cfg.concept_loss_weight, concept_bce.sum(1).mean())
         token_log_probs = token_mask = None
         if self.captioner is not None and self_critical:
             self._sample_with_baseline(z, out)
