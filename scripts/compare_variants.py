@@ -4,12 +4,19 @@
 
 Each run is `cam-joint train --variant V --seed S --max-steps N` (plus any extra arguments after `--`), into
 OUTPUT_DIR/V-seedS; the table shows mean ± standard deviation over seeds of the metrics each run wrote.
+
+The schedules that switch objective mid-run take a share of the budget, whatever N is: S-CNN-RNN's stage 1 the first
+--stage1-share of the steps, self-critical training the steps after --scst-start-share (cross-entropy before it).
+`cam-joint train` counts those switches in epochs; they are converted with the default synthetic data's epoch
+(4,000 training images / batch 32 = 125 steps), so extra arguments that change the data or the batch size change
+where the switches fall.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 from pathlib import Path
@@ -25,16 +32,18 @@ VARIANTS = {  # name: extra training arguments
     "lrcn": ["--variant", "lrcn"],
     "intermediate": ["--variant", "intermediate"],
     "cam": ["--variant", "cam"],
-    # S-CNN-RNN: concept layer, LSTM state from the concepts, two-stage training (the first 40% of an epoch: CNN on
-    # concepts and LSTM on ground-truth concepts, independently; then jointly).
-    "semantic": ["--variant", "semantic", "--conditioning", "init_state", "--stage1-epochs", "0.4"],
+    # S-CNN-RNN: concept layer, LSTM state from the concepts, two-stage training (stage 1: CNN on concepts and LSTM on
+    # ground-truth concepts, independently; then jointly).
+    "semantic": ["--variant", "semantic", "--conditioning", "init_state", "--stage1-epochs", "{stage1_epochs}"],
     "semantic-joint": ["--variant", "semantic", "--conditioning", "init_state"],  # one stage: jointly from step 1
     # Show-and-Tell: the image is the LSTM's step-0 input; encoder fine-tuned jointly (the synthetic default).
     "nic": ["--variant", "intermediate", "--conditioning", "first_step"],
-    # SCST on the best captioner of the table (intermediate): cross-entropy for 0.8 epoch, then self-critical.
-    "intermediate+scst": ["--variant", "intermediate", "--scst-after-epochs", "0.8"],
-    "cam+scst": ["--variant", "cam", "--scst-after-epochs", "0.8"],
+    # SCST on the best captioner of the table (intermediate), and on the paper's model: cross-entropy, then
+    # self-critical.
+    "intermediate+scst": ["--variant", "intermediate", "--scst-after-epochs", "{scst_epochs}"],
+    "cam+scst": ["--variant", "cam", "--scst-after-epochs", "{scst_epochs}"],
 }
+SYNTHETIC_STEPS_PER_EPOCH = math.ceil(20 * 200 / 32)  # `cam-joint train`'s default synthetic data and batch size
 
 
 def main() -> None:
@@ -42,7 +51,10 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
                         choices=sorted(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--max-steps", type=int, default=300)
+    parser.add_argument("--max-steps", type=int, default=150)
+    parser.add_argument("--stage1-share", type=float, default=1 / 3, help="semantic: share of steps in stage 1")
+    parser.add_argument("--scst-start-share", type=float, default=2 / 3,
+                        help="+scst rows: self-critical training after this share of the steps")
     parser.add_argument("--output-dir", default="outputs/compare-variants")
     parser.add_argument("--reuse", action="store_true", help="keep runs whose metrics.json exists")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="-- then extra `cam-joint train` arguments")
@@ -51,18 +63,22 @@ def main() -> None:
 
     from cam_joint.cli import main as cli_main
 
+    switches = {"stage1_epochs": f"{args.stage1_share * args.max_steps / SYNTHETIC_STEPS_PER_EPOCH:.4g}",
+                "scst_epochs": f"{args.scst_start_share * args.max_steps / SYNTHETIC_STEPS_PER_EPOCH:.4g}"}
+    commands = {variant: [a.format(**switches) for a in VARIANTS[variant]] for variant in args.variants}
+
     results: dict[str, list[dict]] = {}
     for variant in args.variants:
         for seed in args.seeds:
             out = Path(args.output_dir) / f"{variant}-seed{seed}"
             if not (args.reuse and (out / "metrics.json").exists()):
-                cli_main(["train", *VARIANTS[variant], "--seed", str(seed), "--max-steps", str(args.max_steps),
+                cli_main(["train", *commands[variant], "--seed", str(seed), "--max-steps", str(args.max_steps),
                           "--output-dir", str(out), *extra])
             results.setdefault(variant, []).append(json.loads((out / "metrics.json").read_text()))
-    print(format_table(results, args))
+    print(format_table(results, commands, args))
 
 
-def format_table(results: dict[str, list[dict]], args) -> str:
+def format_table(results: dict[str, list[dict]], commands: dict[str, list[str]], args) -> str:
     header = "| variant | " + " | ".join(title for _, title in COLUMNS) + " |"
     lines = [f"Synthetic birds, {args.max_steps} steps, seeds {args.seeds}: mean ± std, in %", "", header,
              "|" + "---|" * (len(COLUMNS) + 1)]
@@ -77,7 +93,7 @@ def format_table(results: dict[str, list[dict]], args) -> str:
                 cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     lines += ["", "Each row: `cam-joint train ARGS --seed S --max-steps N` with ARGS:", ""]
-    lines += [f"- {variant}: `{' '.join(VARIANTS[variant])}`" for variant in results]
+    lines += [f"- {variant}: `{' '.join(commands[variant])}`" for variant in results]
     return "\n".join(lines)
 
 
