@@ -224,3 +224,16 @@ def test_concept_loss_is_eq5_summed_over_concepts_and_averaged_over_images():
     torch.testing.assert_close(out.concept_loss.double(), eq5.mean(), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"concept_labels must have shape \(batch, num_concepts\) = \(3, 6\)"):
         model(pixel_values=images, concept_labels=concepts[:, :5])
+
+
+def test_reward_cuts_captions_at_eos_and_counts_a_sampled_pad_as_a_wrong_word():
+    captions = [["a red bird", "red bird with a black crown"], ["a blue bird", "small blue bird"]]
+    tokenizer = build_caption_tokenizer([c for caps in captions for c in caps])
+    reward = SelfCriticalReward(tokenizer, captions)
+    bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    words = tokenizer("a red bird", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([[bos, *words, eos, pad, pad], [bos, words[0], pad, *words[1:], eos, pad],
+                        [bos, *words, words[2], words[2], words[2]]])
+    assert reward.caption_tokens(ids) == [[*words, eos], [words[0], pad, *words[1:], eos], [*words, *words[2:] * 3]]
+    _, scores, _ = reward(ids, ids, torch.tensor([0, 0, 0]))
+    assert scores[0] > scores[1] and scores[0] > scores[2]  # the clean caption beats the pad-split and unended ones

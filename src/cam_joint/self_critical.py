@@ -30,7 +30,7 @@ class SelfCriticalReward:
     """
 
     def __init__(self, tokenizer, captions: Sequence[Sequence[str]]):
-        self.eos, self.pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+        self.eos = tokenizer.eos_token_id
         with_captions = [i for i, caps in enumerate(captions) if caps]
         if not with_captions:
             raise ValueError("self-critical training needs training captions: no image of the training split has one")
@@ -46,17 +46,12 @@ class SelfCriticalReward:
         self.corpus_position[torch.tensor(with_captions)] = torch.arange(len(with_captions))
 
     def caption_tokens(self, ids: Tensor) -> list[list[int]]:
-        """Rows of (bos, w1, ..., eos, pad...) -> [w1, ..., eos] (what the reward scores)."""
+        """Rows of (bos, w1, ..., eos, pad...) -> [w1, ..., eos] (what the reward scores). Decoding pads a row only
+        after its eos; a pad (or bos) SAMPLED mid-caption stays in, as a word that matches no reference."""
         rows = []
         for row in ids[:, 1:].tolist():
-            words = []
-            for token in row:
-                if token == self.pad:
-                    continue
-                words.append(token)
-                if token == self.eos:
-                    break
-            rows.append(words)
+            end = row.index(self.eos) + 1 if self.eos in row else len(row)
+            rows.append(row[:end])
         return rows
 
     def __call__(self, sampled_ids: Tensor, greedy_ids: Tensor, image_index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
