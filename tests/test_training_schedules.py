@@ -237,3 +237,25 @@ def test_reward_cuts_captions_at_eos_and_counts_a_sampled_pad_as_a_wrong_word():
     assert reward.caption_tokens(ids) == [[*words, eos], [words[0], pad, *words[1:], eos], [*words, *words[2:] * 3]]
     _, scores, _ = reward(ids, ids, torch.tensor([0, 0, 0]))
     assert scores[0] > scores[1] and scores[0] > scores[2]  # the clean caption beats the pad-split and unended ones
+
+
+def test_compare_variants_prints_the_table_and_each_rows_command(tmp_path):
+    """The comparison script from finished runs (--reuse): one row per variant, mean ± std over seeds, and the
+    command of each row with its schedule switches placed at the requested shares of the budget."""
+    for variant, seed, top1, cider in (("cnn", 0, 0.8, None), ("cnn", 1, 0.9, None), ("cam+scst", 0, 0.7, 0.75),
+                                       ("cam+scst", 1, 0.7, 0.85)):
+        run = tmp_path / f"{variant}-seed{seed}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"top1": top1, "top5": 1.0, "CIDEr": cider}))
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "compare_variants.py"), "--variants", "cnn",
+                             "cam+scst", "--seeds", "0", "1", "--max-steps", "300", "--output-dir", str(tmp_path),
+                             "--reuse"], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    cnn = next(line for line in lines if line.startswith("| cnn |")).split(" | ")
+    assert cnn[1] == "85.0 ± 7.1" and cnn[9] == "-"  # top-1 mean ± std; no CIDEr for a classifier
+    scst = next(line for line in lines if line.startswith("| cam+scst |")).split(" | ")
+    assert scst[9] == "80.0 ± 7.1"
+    # 300 steps of 125 per epoch: self-critical from 2/3 of the budget = 1.6 epochs.
+    assert "- cam+scst: `--variant cam --scst-after-epochs 1.6`" in lines
