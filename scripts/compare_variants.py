@@ -88,9 +88,10 @@ def format_table(results: dict[str, list[dict]], commands: dict[str, list[str]],
             values = [100 * run[key] for run in runs if run.get(key) is not None]
             if not values:
                 cells.append("-")
+            elif len(values) == 1:
+                cells.append(f"{values[0]:.1f}")
             else:
-                spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}")
+                cells.append(f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     lines += ["", "Each row: `cam-joint train ARGS --seed S --max-steps N` with ARGS:", ""]
     lines += [f"- {variant}: `{' '.join(commands[variant])}`" for variant in results]
