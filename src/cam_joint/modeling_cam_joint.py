@@ -37,8 +37,8 @@ AUTO_MAP = {
 # The generation loop's name for a model's cache: `cache` since Transformers 5.24; before it, `cache_params` for
 # caches that are not key/value caches. The step output and `prepare_inputs_for_generation` speak whichever it reads
 # (a `cache_params` dataclass field would not do: 5.24's ModelOutput renames it to `cache` and overwrites that).
-GENERATION_CACHE_KEY = "cache" if "cache" in getattr(_generation_utils, "ALL_CACHE_NAMES", ("cache",)) else \
-    "cache_params"
+GENERATION_CACHE_KEY = ("cache" if "cache" in getattr(_generation_utils, "ALL_CACHE_NAMES", ("cache",))
+                        else "cache_params")
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
 
 
@@ -239,7 +239,8 @@ class LSTMCaptioner(nn.Module):
 
 
 class _GreedyScorer(nn.Module):
-    """`LSTMCaptioner.decode` (greedy) as a module call, so `torch.func.functional_call` can run it on detached weights."""
+    """`LSTMCaptioner.decode` (greedy) as a module call, so `torch.func.functional_call` can run it on detached
+    weights."""
 
     def __init__(self, captioner: LSTMCaptioner):
         super().__init__()
