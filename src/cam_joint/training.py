@@ -146,7 +146,7 @@ def main(args: argparse.Namespace) -> int:
     if scst_start is not None:
         from .self_critical import SelfCriticalReward, self_critical_loss
 
-        scst_reward = SelfCriticalReward(processor.tokenizer, train_split["captions"])
+        scst_reward = SelfCriticalReward(processor.tokenizer, train_data.captions)
         logger.info("self-critical training from step %d (CIDEr-D reward, document frequencies of %d training "
                     "images)", scst_start + 1, scst_reward.cider.num_images)
     if stage1_steps:
@@ -351,8 +351,9 @@ def transfer_weights(source, target, source_vocab, target_vocab, source_labels, 
                               f"initialised fresh")
     for kind, new_names, old_names in (("words", list(target_vocab), list(source_vocab)),
                                        ("classes", list(target_labels), list(source_labels))):
-        added = [n for n in new_names if n not in set(old_names)]
-        dropped = [n for n in old_names if n not in set(new_names)]
+        old_set, new_set = set(old_names), set(new_names)
+        added = [n for n in new_names if n not in old_set]
+        dropped = [n for n in old_names if n not in new_set]
         report.append(f"{kind}: {len(new_names) - len(added)} kept, {len(added)} added{_examples(added)}, "
                       f"{len(dropped)} of the checkpoint's dropped{_examples(dropped)}")
     return report
