@@ -43,7 +43,6 @@ VARIANTS = {  # name: extra training arguments
     "intermediate+scst": ["--variant", "intermediate", "--scst-after-epochs", "{scst_epochs}"],
     "cam+scst": ["--variant", "cam", "--scst-after-epochs", "{scst_epochs}"],
 }
-SYNTHETIC_STEPS_PER_EPOCH = math.ceil(20 * 200 / 32)  # `cam-joint train`'s default synthetic data and batch size
 
 
 def main() -> None:
@@ -63,8 +62,9 @@ def main() -> None:
 
     from cam_joint.cli import main as cli_main
 
-    switches = {"stage1_epochs": f"{args.stage1_share * args.max_steps / SYNTHETIC_STEPS_PER_EPOCH:.4g}",
-                "scst_epochs": f"{args.scst_start_share * args.max_steps / SYNTHETIC_STEPS_PER_EPOCH:.4g}"}
+    steps_per_epoch = default_synthetic_steps_per_epoch()
+    switches = {"stage1_epochs": f"{args.stage1_share * args.max_steps / steps_per_epoch:.4g}",
+                "scst_epochs": f"{args.scst_start_share * args.max_steps / steps_per_epoch:.4g}"}
     commands = {variant: [a.format(**switches) for a in VARIANTS[variant]] for variant in args.variants}
 
     results: dict[str, list[dict]] = {}
@@ -76,6 +76,16 @@ def main() -> None:
                           "--output-dir", str(out), *extra])
             results.setdefault(variant, []).append(json.loads((out / "metrics.json").read_text()))
     print(format_table(results, commands, args))
+
+
+def default_synthetic_steps_per_epoch() -> int:
+    """Optimizer steps per epoch of `cam-joint train` with its default synthetic data and batch size."""
+    from cam_joint.training import SYNTHETIC_DEFAULTS, add_arguments
+
+    defaults = argparse.ArgumentParser()
+    add_arguments(defaults)
+    images = SYNTHETIC_DEFAULTS["num_classes"] * SYNTHETIC_DEFAULTS["train_per_class"]
+    return math.ceil(images / defaults.get_default("batch_size"))
 
 
 def format_table(results: dict[str, list[dict]], commands: dict[str, list[str]], args) -> str:
