@@ -604,9 +604,13 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
         return disagreement_loss(answer_caption, predicted_class, answer_class, predicted_caption)
 
     def disagreement_maps(self, feature_maps, pooled, z, class_logits, labels, input_ids, token_log_probs=None,
-                          token_mask=None, gradient_mode: str | None = None) -> Tensor:
+                          token_mask=None, gradient_mode: str | None = None, predicted_labels: Tensor | None = None,
+                          predicted_caption_ids: Tensor | None = None) -> Tensor:
         """The four maps of eq. 6, stacked (4, B, h, w): classifier answer / predicted class, captioner answer /
-        predicted (greedy) caption. Differentiable with the routing of `config.cam_trains`."""
+        predicted (greedy) caption. Differentiable with the routing of `config.cam_trains`.
+
+        `predicted_labels` / `predicted_caption_ids` hold the "p" targets fixed instead of re-choosing them from the
+        current model (argmax class, greedy caption): with both fixed, L_cam is a smooth function of f_medi."""
         cfg = self.config
         trains_all = cfg.cam_trains == "all"
         exact = (gradient_mode or cfg.cam_gradient_mode) == "exact"
@@ -614,15 +618,18 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
             # What the maps are computed from: A and p detached unless L_cam may train the encoder.
             maps_source = feature_maps if trains_all else feature_maps.detach()
             pooled_cam = pooled if (trains_all and pooled.requires_grad) else pooled.detach().requires_grad_()
-            predicted_class = class_logits.argmax(-1).detach()
+            predicted_class = (class_logits.argmax(-1) if predicted_labels is None else predicted_labels).detach()
             class_sens = torch.stack([self._class_sensitivity(labels, trains_all),
                                       self._class_sensitivity(predicted_class, trains_all)])
             if exact:
                 # Second order: s = dy/dz is a function of z = f_medi(p), so L_cam also reaches f_medi through s.
                 z_cam = self.image_vector(pooled_cam)
                 answer_sens = self._caption_sensitivity(input_ids, z_cam, True, not trains_all)
-                _, predicted_sens = self._predicted_caption_sensitivity(z_cam, True, not trains_all,
-                                                                        input_ids.shape[1])
+                if predicted_caption_ids is None:
+                    _, predicted_sens = self._predicted_caption_sensitivity(z_cam, True, not trains_all,
+                                                                            input_ids.shape[1])
+                else:
+                    predicted_sens = self._caption_sensitivity(predicted_caption_ids, z_cam, True, not trains_all)
             else:
                 # First order: s is a constant. The answer caption's teacher-forced pass is the caption loss's own.
                 if token_log_probs is None or not z.requires_grad:
@@ -630,8 +637,11 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
                 else:
                     answer_score = CaptionTarget(cfg.cam_caption_target)(token_log_probs, token_mask)
                     (answer_sens,) = torch.autograd.grad(answer_score.sum(), z, retain_graph=True)
-                _, predicted_sens = self._predicted_caption_sensitivity(z.detach(), False, False,
-                                                                        input_ids.shape[1])
+                if predicted_caption_ids is None:
+                    _, predicted_sens = self._predicted_caption_sensitivity(z.detach(), False, False,
+                                                                            input_ids.shape[1])
+                else:
+                    predicted_sens = self._caption_sensitivity(predicted_caption_ids, z.detach(), False, False)
             sensitivity = torch.cat([class_sens, answer_sens[None], predicted_sens[None]]).to(pooled_cam.dtype)
             grads = pooled_gradient(pooled_cam, self.image_vector, sensitivity, create_graph=True)
             return cam_from_pooled_gradient(maps_source, grads, relu=cfg.cam_relu)
