@@ -82,7 +82,8 @@ def hand_loop(model: CamJointModel, image_embeds: torch.Tensor, steps: int) -> t
     token = torch.full((image_embeds.shape[0], 1), model.config.bos_token_id, dtype=torch.long)
     tokens = [token]
     for _ in range(steps):
-        logits, cache = captioner(token, cache)
+        step = captioner(token, cache=cache)
+        logits, cache = step.logits, step.cache
         token = logits[:, -1].argmax(-1, keepdim=True)
         tokens.append(token)
     return torch.cat(tokens, 1)

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from cam_joint import CamJointConfig, CamJointModel
 from cam_joint.cam_core import disagreement_loss, map_cosine
+from cam_joint.losses_cam_joint import token_log_probs
 
 VOCAB = 23
 
@@ -49,9 +50,12 @@ class LogitsOnly(torch.nn.Module):
         return self.model(pixel_values=pixel_values).logits
 
 
-def reference_grad_cam(model, pixel_values, labels):
-    """pytorch-grad-cam's GradCAM on the same layer, before its resizing and min-max scaling."""
-    cam = GradCAM(model=LogitsOnly(model), target_layers=[model.feature_map])
+REFERENCE_METHODS = {"gradcam": GradCAM, "hirescam": HiResCAM, "gradcam++": GradCAMPlusPlus}
+
+
+def reference_grad_cam(model, pixel_values, labels, method="gradcam"):
+    """pytorch-grad-cam's implementation of `method` on the same layer, before its resizing and min-max scaling."""
+    cam = REFERENCE_METHODS[method](model=LogitsOnly(model), target_layers=[model.feature_map])
     targets = [ClassifierOutputTarget(int(label)) for label in labels]
     cam(input_tensor=pixel_values, targets=targets)
     activations = cam.activations_and_grads.activations[0].numpy()
@@ -74,6 +78,48 @@ def test_class_maps_equal_pytorch_grad_cam(encoder, variant):
     np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-7 * np.abs(reference).max())
 
 
+@pytest.mark.parametrize("method", ["hirescam", "gradcam++"])
+@pytest.mark.parametrize("encoder", ["resnet18", "convnext_atto"])
+def test_every_cam_method_equals_pytorch_grad_cam(method, encoder):
+    model = tiny_model(encoder=encoder, freeze_encoder=False).eval()
+    pixel_values = torch.randn(3, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([1, 4, 6])
+    ours = model.grad_cam(pixel_values, labels=labels, method=method).detach().numpy()
+    reference = reference_grad_cam(model, pixel_values, labels, method)
+    assert ours.shape == reference.shape == (3, 3, 3)
+    assert (reference > 0).any() and not np.allclose(reference, reference.max()), "degenerate reference maps"
+    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6 * np.abs(reference).max())
+
+
+@pytest.mark.parametrize("method", ["gradcam", "hirescam", "gradcam++"])
+def test_every_cam_method_is_differentiable(method):
+    """gradcheck of each method's maps (no ReLU, so the check sees the method itself) with respect to the feature
+    maps and the pooled gradient, in float64, with both the pooled and the spatial gradient forms."""
+    from cam_joint.cam_core import get_cam_method
+
+    generator = torch.Generator().manual_seed(0)
+    maps = (torch.rand(2, 3, 3, 3, generator=generator, dtype=torch.float64) + 0.1).requires_grad_()
+    pooled = torch.randn(2, 3, generator=generator, dtype=torch.float64).requires_grad_()
+    spatial = torch.randn(2, 3, 3, 3, generator=generator, dtype=torch.float64).requires_grad_()
+    cam = get_cam_method(method)
+    assert torch.autograd.gradcheck(lambda a, g: cam(a, g, relu=False), (maps, pooled))
+    assert torch.autograd.gradcheck(lambda a, g: cam(a, g, relu=False), (maps, spatial))
+
+
+def test_cam_method_and_map_size_errors_name_the_value():
+    from cam_joint.cam_core import get_cam_method
+
+    with pytest.raises(ValueError, match="unknown cam_method 'scorecam'"):
+        get_cam_method("scorecam")
+    with pytest.raises(ValueError, match="cam_method='scorecam'"):
+        CamJointConfig(cam_method="scorecam")
+    model = tiny_model()
+    with pytest.raises(ValueError, match="at least 2x2.*give 1x1"):
+        model.grad_cam(feature_maps=torch.rand(2, model.config.encoder_channels, 1, 1), labels=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="gradient of shape"):
+        get_cam_method("gradcam")(torch.rand(2, 4, 3, 3), torch.rand(2, 5))
+
+
 def test_caption_maps_match_autograd_on_full_feature_map():
     """Caption targets: the pooled-gradient shortcut equals Grad-CAM computed from dy/dA itself."""
     model = tiny_model().eval()
@@ -81,7 +127,7 @@ def test_caption_maps_match_autograd_on_full_feature_map():
     ours = model.grad_cam(feature_maps=maps, caption_ids=ids)
     full = maps.clone().requires_grad_()
     out = model(feature_maps=full, input_ids=ids)
-    log_probs, mask = model._token_log_probs(out.caption_logits, ids, None)
+    log_probs, mask = token_log_probs(out.caption_logits, ids, model.config.pad_token_id)
     (grad_a,) = torch.autograd.grad((log_probs * mask).sum(), full)
     expected = torch.relu((grad_a.mean((2, 3), keepdim=True) * full).sum(1)).detach()
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-7)
@@ -174,10 +220,8 @@ def test_first_order_equals_exact_on_the_classifier_path_and_not_on_the_caption_
 
     def intermediate_grad(mode, which):
         model.zero_grad(set_to_none=True)
-        pooled = maps.mean((2, 3))
-        z = model.image_vector(pooled)
-        class_logits = model.classifier(z)
-        cams = model.disagreement_maps(maps, pooled, z, class_logits, labels, ids, gradient_mode=mode)
+        z = model.image_vector(maps.mean((2, 3)))
+        cams = model.disagreement_maps(maps, z, model.classifier(z), labels, ids, gradient_mode=mode)
         loss = (1 - map_cosine(cams[which[0]], cams[which[1]])).mean()
         loss.backward()
         return model.intermediate[0].weight.grad.clone()
@@ -228,10 +272,9 @@ def test_training_step_under_cpu_bf16_autocast(mode):
 
 
 def fixed_target_cam_loss(model, maps, labels, ids, predicted_labels, predicted_ids):
-    pooled = maps.mean((2, 3))
-    z = model.image_vector(pooled)
-    cams = model.disagreement_maps(maps, pooled, z, model.classifier(z), labels, ids,
-                                   predicted_labels=predicted_labels, predicted_caption_ids=predicted_ids)
+    z = model.image_vector(maps.mean((2, 3)))
+    cams = model.disagreement_maps(maps, z, model.classifier(z), labels, ids, predicted_labels=predicted_labels,
+                                   predicted_caption_ids=predicted_ids)
     answer_class, predicted_class, answer_caption, predicted_caption = cams
     return disagreement_loss(answer_caption, predicted_class, answer_class, predicted_caption)
 
@@ -273,11 +316,10 @@ def test_fixed_targets_equal_to_the_re_chosen_ones_give_the_same_maps(mode):
     """Holding the "p" targets fixed changes nothing when they are what the model would choose itself."""
     model = tiny_model(cam_gradient_mode=mode, dtype=torch.float64).eval()
     maps, labels, ids = batch(model)
-    pooled = maps.mean((2, 3))
-    z = model.image_vector(pooled)
+    z = model.image_vector(maps.mean((2, 3)))
     logits = model.classifier(z)
-    chosen = model.disagreement_maps(maps, pooled, z, logits, labels, ids)
+    chosen = model.disagreement_maps(maps, z, logits, labels, ids)
     greedy = model.greedy_captions(z, ids.shape[1])
-    fixed = model.disagreement_maps(maps, pooled, z, logits, labels, ids, predicted_labels=logits.argmax(-1),
+    fixed = model.disagreement_maps(maps, z, logits, labels, ids, predicted_labels=logits.argmax(-1),
                                     predicted_caption_ids=greedy)
     torch.testing.assert_close(fixed, chosen)

@@ -19,7 +19,8 @@ from cam_joint import (CamJointConfig, CamJointImageProcessor, CamJointModel, Ca
                        build_caption_tokenizer, caption_words)
 from cam_joint.cli import main as cli_main
 from cam_joint.data.synthetic import PART_INDEX, make_synthetic_dataset
-from cam_joint.evaluation import _mask_in_box, box_mask, evaluate_model, preprocessed_box
+from cam_joint.evaluation import evaluate_model
+from cam_joint.metrics.geometry import box_mask, mask_in_box, preprocessed_box
 
 SYNTHETIC = dict(num_classes=4, train_per_class=2, validation_per_class=2, test_per_class=3, image_size=64, seed=0)
 MAX_LEN = 24
@@ -96,8 +97,15 @@ class Replay:
 def test_metrics_of_random_model_have_the_right_keys_and_ranges(tiny):
     model, processor, ds, _ = tiny
     metrics = evaluate_model(model, processor, ds["test"], batch_size=5, caption_metrics=False, progress=False)
-    assert list(metrics) == ["num_images", "top1", "top5", "mean_caption_words", "cam_agreement",
-                             "pointing_game_classifier", "pointing_game_captioner", "num_pointing_game"]
+    localisation = ("pointing_game", "energy_pointing", "pxap", "max_box_acc_v2", "max_box_acc_iou30",
+                    "max_box_acc_iou50", "max_box_acc_iou70")
+    expected = ["num_images", "top1", "top5", "cam_agreement",
+                *(f"{m}_{s}" for m in localisation for s in ("classifier", "captioner", "chance", "center")),
+                "mean_caption_words", "cam_map_size", "num_pointing_game"]
+    assert list(metrics) == expected
+    for key in expected[4:-3]:
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["cam_map_size"] == [2, 2]  # resnet10t (stride 32) at 64 px
     assert metrics["num_images"] == 12
     assert metrics["top5"] == 1.0  # 4 classes: every label is in the top 5
     assert metrics["top1"] in {i / 12 for i in range(13)}
@@ -256,7 +264,7 @@ def test_preprocessed_box_matches_the_processor(crop_mode, input_size, crop_pct,
                                        std=(1, 1, 1), crop_pct=crop_pct, crop_mode=crop_mode)
     actual = processor(image)["pixel_values"][0, 0].numpy() > 0.5
     box = preprocessed_box(image.size, processor.data_config())
-    predicted = _mask_in_box(mask, box, *actual.shape)
+    predicted = mask_in_box(mask, box, *actual.shape)
     assert (predicted != actual).mean() < 0.03, (box, (predicted != actual).sum())
     xywh = (width // 3, height // 4, width - 6 - width // 3 - 1, height // 2 + 5 - height // 4 - 1)
     assert (box_mask(xywh, box, *actual.shape) != actual).mean() < 0.03

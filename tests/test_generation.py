@@ -60,7 +60,7 @@ def next_token_log_probs(model: CamJointModel, z: torch.Tensor, sequences: list[
     """For equal-length token lists (each starting with bos) of ONE image z (D,): the teacher-forced log-probability
     of each list and the log-probabilities of every next token, from a full forward pass without cache."""
     ids = torch.tensor(sequences, dtype=torch.long)
-    logits = model(input_ids=ids, image_embeds=z.expand(len(sequences), -1)).caption_logits
+    logits = model.captioner(input_ids=ids, image_embeds=z.expand(len(sequences), -1)).logits
     log_probs = logits.double().log_softmax(-1)  # (beams, T, V)
     prefix = log_probs[:, :-1].gather(2, ids[:, 1:, None]).squeeze(2).sum(1)
     return prefix, log_probs[:, -1]
@@ -70,7 +70,7 @@ def teacher_forced_log_prob(model: CamJointModel, z: torch.Tensor, tokens: list[
     """log P(tokens[1:] | bos, image): sum of the log-softmax of each token after bos (eos included)."""
     ids = torch.tensor([tokens], dtype=torch.long)
     with torch.no_grad():
-        logits = model(input_ids=ids, image_embeds=z[None]).caption_logits[0]
+        logits = model.captioner(input_ids=ids, image_embeds=z[None]).logits[0]
     log_probs = logits.double().log_softmax(-1)
     return float(sum(log_probs[t - 1, tokens[t]] for t in range(1, len(tokens))))
 
@@ -92,7 +92,7 @@ def hand_greedy(model: CamJointModel, z: torch.Tensor, max_length: int = MAX_LEN
     tokens = torch.full((z.shape[0], 1), BOS, dtype=torch.long) if prompt is None else prompt
     finished = torch.zeros(z.shape[0], dtype=torch.bool)
     for _ in range(max_length - tokens.shape[1]):
-        logits = model(input_ids=tokens, image_embeds=z, caption_step=True).logits[:, -1].float()
+        logits = model.captioner(input_ids=tokens, image_embeds=z).logits[:, -1].float()
         if banned is not None:
             logits[:, banned] = float("-inf")
         nxt = torch.multinomial(logits.softmax(-1), 1)[:, 0] if sample else logits.argmax(-1)
@@ -294,7 +294,7 @@ def test_broken_reorder_is_caught(monkeypatch):
     cases = [(spec, setting, num_beams) for spec in BEAM_MODELS for setting in ("lp0_early", "default")
              for num_beams in (2, 3)]
     for spec in BEAM_MODELS:
-        monkeypatch.setattr(beam_model(*spec), "_reorder_cache", lambda cache, beam_idx: cache)
+        monkeypatch.setattr(beam_model(*spec).captioner, "_reorder_cache", lambda cache, beam_idx: cache)
     differing = [case for case in cases
                  if not check_beams_against_reference(beam_model(*case[0]), embeds(case[0][0], 3), case[2],
                                                       **BEAM_SETTINGS[case[1]])[0]]

@@ -1,5 +1,7 @@
 """Synthetic birds: deterministic, labelled by part colours only, masks aligned with pixels, captions truthful."""
 
+import hashlib
+import json
 import re
 import time
 
@@ -69,6 +71,33 @@ def test_same_seed_is_byte_identical_and_seeds_differ(small):
     assert small["train"]["captions"] != other["train"]["captions"]
     # Splits are different draws, not copies.
     assert np.asarray(small["train"][0]["image"]).tobytes() != np.asarray(small["test"][0]["image"]).tobytes()
+
+
+def content_digest(dataset_dict):
+    """SHA-256 of the decoded pixels, masks, labels, ids, captions and parts of every row: independent of the
+    PNG/BMP encoder's version, unlike the stored bytes."""
+    digest = hashlib.sha256()
+    for split in ("train", "validation", "test"):
+        for row in dataset_dict[split]:
+            digest.update(np.asarray(row["image"]).tobytes())
+            digest.update(np.asarray(row["part_mask"]).tobytes())
+            digest.update(json.dumps([row["label"], row["image_id"], row["captions"],
+                                      row["discriminative_parts"]]).encode())
+    return digest.hexdigest()
+
+
+# Digest of `small` as drawn before distractors existed (commit ef8d596): the default data must never change, or
+# every measured figure, saved model and feature cache built on it silently stops matching.
+SMALL_DIGEST = "ffc1daf5f44ea55fb1c3d54cbac6d94352172657c941206bb8a61907de58115f"
+
+
+def test_default_data_is_what_it_always_was(small):
+    assert content_digest(small) == SMALL_DIGEST
+    assert small["train"].column_names == ["image", "label", "captions", "image_id", "part_mask",
+                                           "discriminative_parts"]
+    explicit = make_synthetic_dataset(num_classes=8, train_per_class=3, validation_per_class=1, test_per_class=1,
+                                      image_size=64, seed=0, distractors=0)
+    assert explicit["train"]._fingerprint == small["train"]._fingerprint
 
 
 def test_classes_are_distinct_and_fine_grained():

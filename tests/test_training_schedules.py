@@ -18,7 +18,9 @@ import cam_joint
 from cam_joint import CamJointConfig, CamJointModel, build_caption_tokenizer
 from cam_joint.cli import main as cli_main
 from cam_joint.metrics.cider_d import CiderD
-from cam_joint.self_critical import SelfCriticalReward, self_critical_loss
+from cam_joint.losses_cam_joint import self_critical_loss, token_log_probs
+from cam_joint.self_critical import SelfCriticalReward
+from cam_joint.training import TrainingObjective
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = Path(cam_joint.__file__).resolve().parent
@@ -135,28 +137,23 @@ def test_stage_one_trains_cnn_and_lstm_independently():
     concept loss trains the CNN and never the LSTM."""
     torch.manual_seed(0)
     model = _semantic_model(use_cam_loss=True)
+    objective = TrainingObjective(model.config, stage1_steps=1)
     ids = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
     concepts = torch.tensor([[1.0, 0, 1, 0, 0, 0], [0, 1, 0, 0, 1, 0]])
-    images = torch.randn(2, 3, 32, 32)
-    out = model(pixel_values=images, input_ids=ids, labels=torch.tensor([0, 2]), concept_labels=concepts,
-                teacher_concepts=True)
-    assert out.cam_loss is None  # the captioner does not look at the image in stage 1
-    other = model(pixel_values=torch.randn(2, 3, 32, 32), input_ids=ids, concept_labels=concepts,
-                  teacher_concepts=True)
-    torch.testing.assert_close(other.caption_loss, out.caption_loss)  # the image does not matter to the LSTM
+    batch = {"pixel_values": torch.randn(2, 3, 64, 64), "input_ids": ids, "labels": torch.tensor([0, 2]),
+             "concept_labels": concepts, "image_index": torch.tensor([0, 1])}
+    losses, _ = objective.losses(model, model, batch, step=0)
+    assert "cam_loss" not in losses  # the captioner does not look at the image in stage 1
+    other, _ = objective.losses(model, model, {**batch, "pixel_values": torch.randn(2, 3, 64, 64)}, step=0)
+    torch.testing.assert_close(other["caption_loss"], losses["caption_loss"])  # the image does not matter to the LSTM
     cnn = [*model.encoder.parameters(), *model.intermediate.parameters()]
-    assert all(g is None for g in torch.autograd.grad(out.caption_loss, cnn, allow_unused=True))
-    assert all(g is None for g in torch.autograd.grad(out.concept_loss, list(model.captioner.parameters()),
+    assert all(g is None for g in torch.autograd.grad(losses["caption_loss"], cnn, allow_unused=True))
+    assert all(g is None for g in torch.autograd.grad(losses["concept_loss"], list(model.captioner.parameters()),
                                                       allow_unused=True))
-    joint = model(pixel_values=images, input_ids=ids, concept_labels=concepts)
+    joint, _ = objective.losses(model, model, batch, step=1)  # stage 2: joint, with the CAM loss again
+    assert "cam_loss" in joint
     assert any(g is not None and g.abs().sum() > 0
-               for g in torch.autograd.grad(joint.caption_loss, cnn, allow_unused=True))  # stage 2: joint
-
-
-def test_teacher_concepts_needs_the_semantic_variant_and_concepts():
-    model = _semantic_model()
-    with pytest.raises(ValueError, match="concept_labels missing"):
-        model(pixel_values=torch.randn(1, 3, 32, 32), input_ids=torch.tensor([[1, 5, 2]]), teacher_concepts=True)
+               for g in torch.autograd.grad(joint["caption_loss"], cnn, allow_unused=True))
 
 
 def test_self_critical_step_raises_the_probability_of_a_better_than_greedy_caption():
@@ -165,21 +162,21 @@ def test_self_critical_step_raises_the_probability_of_a_better_than_greedy_capti
     torch.manual_seed(1)
     model = _semantic_model()
     model.config.dropout = 0.0
-    images, concepts = torch.randn(2, 3, 32, 32), torch.zeros(2, 6)
-    out = model(pixel_values=images, concept_labels=concepts, self_critical=True)
-    assert out.caption_loss is None and out.sampled_log_probs.requires_grad and not out.greedy_ids.requires_grad
-    sampled = out.sampled_ids
+    images = torch.randn(2, 3, 32, 32)
+    z = model(pixel_values=images).image_embeds
+    sampled, log_probs, mask = model.captioner.decode(z, model.config.max_caption_length, sample=True)
+    assert log_probs.requires_grad
 
     def caption_log_prob():
         with torch.no_grad():
             logits = model(pixel_values=images, input_ids=sampled).caption_logits
-            log_probs, mask = model._token_log_probs(logits, sampled, None)
-        return (log_probs * mask).sum(1)
+            teacher_forced, token_mask = token_log_probs(logits, sampled, model.config.pad_token_id)
+        return (teacher_forced * token_mask).sum(1)
 
     before = caption_log_prob()
     # Teacher forcing reproduces the decode's own log-probabilities (same model, same tokens).
-    torch.testing.assert_close((out.sampled_log_probs * out.sampled_mask).sum(1).detach(), before)
-    loss = self_critical_loss(out.sampled_log_probs, out.sampled_mask, torch.tensor([1.0, -1.0]))
+    torch.testing.assert_close((log_probs * mask).sum(1).detach(), before)
+    loss = self_critical_loss(log_probs, mask, torch.tensor([1.0, -1.0]))
     loss.backward()
     with torch.no_grad():
         for p in model.captioner.parameters():

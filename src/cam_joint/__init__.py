@@ -6,7 +6,9 @@ from transformers import (AutoConfig, AutoImageProcessor, AutoModel, AutoModelFo
 from .cam_core import cam_from_pooled_gradient, disagreement_loss, map_cosine
 from .configuration_cam_joint import CamJointConfig
 from .image_processing_cam_joint import CamJointImageProcessor
-from .modeling_cam_joint import CamJointForImageClassification, CamJointModel, CamJointOutput
+from .modeling_cam_joint import (CamJointForImageClassification, CamJointModel, CamJointOutput, CamJointVisionModel,
+                                 CamJointVisionOutput)
+from .modeling_lstm_captioner import CamJointLSTMCaptioner
 from .processing_cam_joint import CamJointProcessor
 from .tokenization import build_caption_tokenizer, caption_words
 
@@ -19,6 +21,7 @@ AutoImageProcessor.register(CamJointConfig, image_processor_classes={"pil": CamJ
                                                               "torchvision": CamJointImageProcessor}, exist_ok=True)
 AutoProcessor.register(CamJointConfig, CamJointProcessor, exist_ok=True)
 
-__all__ = ["CamJointConfig", "CamJointModel", "CamJointForImageClassification", "CamJointOutput",
+__all__ = ["CamJointConfig", "CamJointModel", "CamJointForImageClassification", "CamJointVisionModel",
+           "CamJointLSTMCaptioner", "CamJointOutput", "CamJointVisionOutput",
            "CamJointImageProcessor", "CamJointProcessor", "build_caption_tokenizer", "caption_words",
            "cam_from_pooled_gradient", "disagreement_loss", "map_cosine"]

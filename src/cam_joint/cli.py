@@ -14,7 +14,8 @@ import sys
 COMMANDS = {
     "prepare-data": ("cam_joint.data.prepare", "main", "Build a dataset from its original layout and save it."),
     "train": ("cam_joint.training", "main", "Train a model (Accelerate loop; synthetic data by default)."),
-    "evaluate": ("cam_joint.evaluation", "main", "Evaluate a saved model: accuracy, caption metrics, CAM agreement."),
+    "evaluate": ("cam_joint.evaluation_cli", "main",
+                 "Evaluate a saved model: accuracy, caption metrics, CAM agreement."),
     "caption": ("cam_joint.inference", "caption_main", "Caption images and print their top-5 classes."),
     "explain": ("cam_joint.inference", "explain_main", "Draw the classifier's and captioner's CAMs for an image."),
 }

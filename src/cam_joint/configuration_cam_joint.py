@@ -1,17 +1,47 @@
 """Configuration of CamJoint: joint fine-grained classification and captioning (Yoon et al., ETRI Journal 2020).
 
-This file ships next to every checkpoint as remote code: it imports only `transformers`.
+This file ships next to every checkpoint as remote code: it imports only `transformers` and its sibling `cam_core`.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from transformers import PretrainedConfig
 
-VARIANTS = ("cnn", "lrcn", "intermediate", "cam", "semantic")
+from .cam_core import CAM_METHODS
+
+
+class VariantSpec(NamedTuple):
+    """What a `variant` builds and trains: the one place the variants are described (config, CLI, model card)."""
+
+    title: str
+    parts: str
+    loss: str
+    has_intermediate: bool
+    has_classifier: bool
+    has_captioner: bool
+
+
+# The paper's four models (section 4.3) and the semantically regularised design of Liu et al. (CVPR 2017). A new
+# variant is one entry here (and, if it trains differently, one term in the training loop's objectives).
+VARIANTS: dict[str, VariantSpec] = {
+    "cnn": VariantSpec("CNN classification baseline", "encoder + linear classifier", "L_class", False, True, False),
+    "lrcn": VariantSpec("LRCN captioning baseline", "encoder + LSTM captioner", "L_caption", False, False, True),
+    "intermediate": VariantSpec("joint model without the CAM loss",
+                                "encoder + shared intermediate layer f_medi + classifier + LSTM captioner",
+                                "L_class + L_caption", True, True, True),
+    "cam": VariantSpec("proposed model (joint training with the CAM disagreement loss)",
+                       "encoder + shared intermediate layer f_medi + classifier + LSTM captioner",
+                       "L_class + L_caption + L_cam", True, True, True),
+    "semantic": VariantSpec("semantically regularised captioner (Liu et al., CVPR 2017)",
+                            "encoder + concept layer f_medi (sigmoid concept probabilities) + classifier + LSTM "
+                            "captioner", "L_concept + L_caption (+ L_class)", True, True, True),
+}
 CONDITIONINGS = ("every_step", "init_state", "first_step")
 CAM_GRADIENT_MODES = ("exact", "first_order")
 CAM_TRAINS = ("intermediate", "all")
-ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid", "identity")
+ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid", "identity")  # identity = Transformers' ACT2FN "linear"
 
 
 class CamJointConfig(PretrainedConfig):
@@ -32,6 +62,15 @@ class CamJointConfig(PretrainedConfig):
             Any timm CNN whose `forward_features` returns a `(batch, channels, height, width)` map (the paper uses
             `inception_v4`). The encoder is always created with random weights here: ImageNet weights are loaded only
             by [`CamJointModel.load_pretrained_encoder`], which training calls when asked (`--encoder-pretrained`).
+        encoder_kwargs (`dict`, *optional*):
+            Extra keyword arguments of `timm.create_model` for the encoder, e.g. `{"output_stride": 16}` for a finer
+            feature map (and so finer CAMs) from the same weights. Saved with the config, so a checkpoint rebuilds
+            exactly the encoder it was trained with.
+        encoder_feature_stage (`int`, *optional*):
+            Read A from this stage of the encoder (an index of timm's `feature_info`, e.g. 3 for a ResNet's layer3)
+            instead of its last feature map; the later stages are pruned away (timm's `prune_intermediate_layers`).
+            With `encoder_kwargs={"output_stride": 8}` this gives a resnet10t 12x12 maps at 96 px for about 1.2x the
+            cost of its 3x3 ones (the full dilated network costs 2.4x).
         encoder_channels (`int`, *optional*):
             Channels of the encoder's last feature map. Filled in when the model is built; kept in the config so that
             a checkpoint states what its weights expect.
@@ -44,6 +83,7 @@ class CamJointConfig(PretrainedConfig):
         num_concepts (`int`, defaults to 1000):
             For `variant="semantic"`: K, the number of concept words (the K most frequent caption words) predicted by
             the intermediate layer. `intermediate_size` is set to it.
+        captioner_type (`str`, defaults to `"lstm"`): the captioner f_caption (the modeling file's `CAPTIONERS`).
         word_embedding_size (`int`, defaults to 512): size of the caption word embeddings.
         hidden_size (`int`, defaults to 1024): LSTM hidden units (1024 in the paper).
         num_lstm_layers (`int`, defaults to 1): stacked LSTM layers.
@@ -64,6 +104,9 @@ class CamJointConfig(PretrainedConfig):
             Train with the CAM disagreement loss. Defaults to `True` for `variant="cam"`, `False` otherwise; `True`
             with `variant="semantic"` adds it to the semantically regularised model (the concept layer is f_medi).
         cam_loss_weight (`float`, defaults to 1.0): weight of the CAM disagreement loss L_cam (eq. 6).
+        cam_method (`str`, defaults to `"gradcam"`):
+            How a map is made from the feature map and a target's gradient, in the loss and in every picture:
+            `gradcam` (eq. 4-5 of the paper), `hirescam` or `gradcam++` (`cam_core.CAM_METHODS`).
         cam_relu (`bool`, defaults to `True`):
             Apply ReLU to the CAM as Grad-CAM does; `False` keeps the plain weighted sum of eq. 5.
         cam_gradient_mode (`str`, defaults to `"first_order"`):
@@ -77,6 +120,12 @@ class CamJointConfig(PretrainedConfig):
         cam_caption_target (`str`, defaults to `"sum"`):
             Score y of a caption target: `sum` of the token log-probabilities (the log-probability of the whole
             caption given the image) or `mean` (length-normalised).
+        cam_predicted_targets (`str`, defaults to `"predicted"`):
+            The "p" targets of eq. 6. `predicted`: the classifier's argmax class and the captioner's greedy caption,
+            re-chosen from the current model at every step (the paper). `answer`: the answer class and caption stand
+            in for them, so both terms compare the two heads' maps of the ground truth; no argmax or decoding, so
+            L_cam is a smooth function of f_medi (the paper's choice makes it piecewise: a step that flips a
+            prediction changes the objective itself).
         initializer_range (`float`, defaults to 0.02): std of the normal initialisation of the heads.
         bos_token_id, eos_token_id, pad_token_id, unk_token_id (`int`): special token ids of the caption vocabulary.
     """
@@ -87,11 +136,14 @@ class CamJointConfig(PretrainedConfig):
         self,
         encoder_name: str = "resnet18",
         encoder_channels: int | None = None,
+        encoder_kwargs: dict | None = None,
+        encoder_feature_stage: int | None = None,
         freeze_encoder: bool = True,
         variant: str = "cam",
         intermediate_size: int = 1024,
         intermediate_activation: str = "relu",
         num_concepts: int = 1000,
+        captioner_type: str = "lstm",
         word_embedding_size: int = 512,
         hidden_size: int = 1024,
         num_lstm_layers: int = 1,
@@ -104,10 +156,12 @@ class CamJointConfig(PretrainedConfig):
         concept_loss_weight: float = 1.0,
         use_cam_loss: bool | None = None,
         cam_loss_weight: float = 1.0,
+        cam_method: str = "gradcam",
         cam_relu: bool = True,
         cam_gradient_mode: str = "first_order",
         cam_trains: str = "intermediate",
         cam_caption_target: str = "sum",
+        cam_predicted_targets: str = "predicted",
         initializer_range: float = 0.02,
         bos_token_id: int = 1,
         eos_token_id: int = 2,
@@ -115,12 +169,9 @@ class CamJointConfig(PretrainedConfig):
         unk_token_id: int = 3,
         **kwargs,
     ):
-        _check_choice("variant", variant, VARIANTS)
-        _check_choice("conditioning", conditioning, CONDITIONINGS)
-        _check_choice("cam_gradient_mode", cam_gradient_mode, CAM_GRADIENT_MODES)
-        _check_choice("cam_trains", cam_trains, CAM_TRAINS)
-        _check_choice("intermediate_activation", intermediate_activation, ACTIVATIONS)
-        _check_choice("cam_caption_target", cam_caption_target, ("sum", "mean"))
+        given = locals()
+        for name, choices in _CHOICES.items():
+            _check_choice(name, given[name], choices)
         if variant == "semantic":
             intermediate_size, intermediate_activation = num_concepts, "sigmoid"
         for name, value in (("intermediate_size", intermediate_size), ("hidden_size", hidden_size),
@@ -130,11 +181,17 @@ class CamJointConfig(PretrainedConfig):
                 raise ValueError(f"CamJointConfig.{name} must be a positive integer, got {value!r}")
         self.encoder_name = encoder_name
         self.encoder_channels = encoder_channels
+        if encoder_kwargs is not None and not isinstance(encoder_kwargs, dict):
+            raise ValueError(f"CamJointConfig.encoder_kwargs must be a dict of timm.create_model arguments, got "
+                             f"{encoder_kwargs!r}")
+        self.encoder_kwargs = dict(encoder_kwargs) if encoder_kwargs else None
+        self.encoder_feature_stage = None if encoder_feature_stage is None else int(encoder_feature_stage)
         self.freeze_encoder = freeze_encoder
         self.variant = variant
         self.intermediate_size = intermediate_size
         self.intermediate_activation = intermediate_activation
         self.num_concepts = num_concepts
+        self.captioner_type = captioner_type
         self.word_embedding_size = word_embedding_size
         self.hidden_size = hidden_size
         self.num_lstm_layers = num_lstm_layers
@@ -150,10 +207,12 @@ class CamJointConfig(PretrainedConfig):
             raise ValueError(f"CamJointConfig.use_cam_loss needs both heads and f_medi (variant cam or semantic), "
                              f"not variant={variant!r}")
         self.cam_loss_weight = cam_loss_weight
+        self.cam_method = cam_method
         self.cam_relu = cam_relu
         self.cam_gradient_mode = cam_gradient_mode
         self.cam_trains = cam_trains
         self.cam_caption_target = cam_caption_target
+        self.cam_predicted_targets = cam_predicted_targets
         self.initializer_range = initializer_range
         self.unk_token_id = unk_token_id
         super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
@@ -161,19 +220,27 @@ class CamJointConfig(PretrainedConfig):
     # What each variant builds. Properties, not stored fields, so they can never disagree with `variant`.
     @property
     def has_classifier(self) -> bool:
-        return self.variant != "lrcn"
+        return VARIANTS[self.variant].has_classifier
 
     @property
     def has_captioner(self) -> bool:
-        return self.variant != "cnn"
+        return VARIANTS[self.variant].has_captioner
 
     @property
     def has_intermediate(self) -> bool:
-        return self.variant in ("intermediate", "cam", "semantic")
+        return VARIANTS[self.variant].has_intermediate
 
     @property
     def uses_cam_loss(self) -> bool:
         return bool(self.use_cam_loss)
+
+
+# The fields that take one of a fixed set of values.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "variant": tuple(VARIANTS), "conditioning": CONDITIONINGS, "cam_method": tuple(CAM_METHODS),
+    "cam_gradient_mode": CAM_GRADIENT_MODES, "cam_trains": CAM_TRAINS, "intermediate_activation": ACTIVATIONS,
+    "cam_caption_target": ("sum", "mean"), "cam_predicted_targets": ("predicted", "answer"),
+}
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -181,6 +248,6 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"CamJointConfig.{name}={value!r} is not one of {', '.join(choices)}")
 
 
-__all__ = ["CamJointConfig"]
+__all__ = ["CamJointConfig", "VARIANTS", "VariantSpec"]
 
 CamJointConfig.register_for_auto_class()

@@ -1,26 +1,30 @@
-"""Evaluate a CamJoint model on a dataset split: accuracy, COCO caption metrics, CAM agreement, pointing game.
+"""Evaluate a CamJoint model on a dataset split: accuracy, COCO caption metrics, CAM agreement, where the CAMs look.
 
     metrics = evaluate_model(model, processor, dataset_dict["test"])
-    cam-joint evaluate --model runs/cam --split test --output metrics.json
+    cam-joint evaluate --model runs/cam --split test --output metrics.json        (`evaluation_cli`)
 
 Metrics (a flat dict; a metric the model or the dataset cannot give is absent, never NaN):
 
 * ``top1``, ``top5``: classification accuracy (models with a classifier; k is clamped to the number of classes).
 * ``Bleu_1`` .. ``Bleu_4``, ``METEOR``, ``ROUGE_L``, ``CIDEr``: pycocoevalcap's definitions (Java), over the images
-  that have reference captions (``num_captioned`` of them); captions come from ``model.generate`` decoded with
-  ``processor.batch_decode(..., skip_special_tokens=True)``. ``mean_caption_words``: length of the generated captions.
-* ``cam_agreement``: mean over images of the cosine between the classifier's Grad-CAM for its predicted class and the
-  captioner's Grad-CAM for its generated caption (models with both heads). A zero map scores 0.
-* ``pointing_game_classifier`` / ``pointing_game_captioner``: how often each map's peak falls on the object's
-  discriminative evidence, averaged over the ``num_pointing_game`` images where that evidence is visible in the
-  preprocessed (cropped) image:
-    - synthetic data (``part_mask`` + ``discriminative_parts``): the peak lies inside the union of the class's
-      discriminative parts;
-    - CUB (``parts`` keypoints): the peak lies within 10 % of the crop's shorter side of a visible part keypoint
-      (`pointing_game_keypoints`); with ``bbox`` also ``pointing_game_bbox_classifier`` / ``_captioner`` (peak inside
-      the bird's box, over ``num_pointing_game_bbox`` images).
-  Geometry: maps cover the region of the original image that the processor keeps (its resize + center crop, or
-  squash, or border padding; see `preprocessed_box`), so masks and keypoints are mapped into that region.
+  that have reference captions (``num_captioned`` of them); captions come from `prediction.predict_batch` (generated,
+  cut at the first eos, decoded without special tokens). ``mean_caption_words``: length of the generated captions.
+* ``cam_agreement``: mean over images of the cosine between the classifier's CAM for its predicted class and the
+  captioner's CAM for its generated caption (models with both heads). A zero map scores 0. ``cam_map_size``: the
+  maps' (h, w).
+* Where the CAMs look (`metrics.localization`; maps cover the region of the original image that the processor keeps,
+  `metrics.geometry`), each as ``<metric>_classifier`` / ``<metric>_captioner`` and beside two maps that know
+  nothing about the image at the CAMs' resolution, ``<metric>_chance`` (uniform random cells) and
+  ``<metric>_center`` (a centred Gaussian):
+    - synthetic data (``part_mask`` + ``discriminative_parts``): ``pointing_game`` (the map's peak inside the union
+      of the class's discriminative parts), ``energy_pointing`` (the share of the map's energy there), ``pxap``
+      (pixel average precision against that mask), ``max_box_acc_v2`` and ``max_box_acc_iou30/50/70`` (against the
+      whole bird's box); with ``distractor_parts``, ``pointing_game_distractor`` (peak on a distractor: lower is
+      better);
+    - CUB: ``pointing_game`` against the 15 part keypoints (within 10 % of the crop's shorter side of a visible
+      one), and with ``bbox`` ``pointing_game_bbox``, ``energy_pointing_bbox``, ``max_box_acc_v2``.
+  ``num_pointing_game`` / ``num_pointing_game_bbox``: images whose evidence is visible in the crop (the pointing
+  games and energy pointing average over them).
 * ``num_images``: images evaluated.
 
 Variants: ``cnn`` (no captioner) gets no caption metrics and no agreement; ``lrcn`` (no classifier) no top-k and no
@@ -29,167 +33,26 @@ agreement, and a pointing game for the caption map only.
 
 from __future__ import annotations
 
-import argparse
-import io
-import json
 import math
-import sys
 import warnings
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from cam_joint.metrics import (
-    CAPTION_METRIC_KEYS,
-    cam_cosine_similarities,
-    compute_caption_metrics,
-    pointing_game_keypoints,
-    pointing_game_mask,
-    resize_center_crop_box,
-    topk_accuracy,
-)
+from cam_joint.metrics import CAPTION_METRIC_KEYS, cam_cosine_similarities, compute_caption_metrics, topk_accuracy
+from cam_joint.metrics.geometry import box_mask, mask_in_box, preprocessed_box
+from cam_joint.metrics.localization import baseline_scores, mask_to_box, score_maps
+from cam_joint.metrics.registry import METRICS
+from cam_joint.prediction import image_processor_of, predict_batch
 
-__all__ = ["evaluate_model", "preprocessed_box", "box_mask", "add_arguments", "main", "load_eval_dataset",
-           "format_metrics_table"]
+__all__ = ["evaluate_model", "METRIC_ORDER", "image_processor_of"]
 
-# Key order of the printed table and the JSON file (keys a run does not produce are skipped).
-METRIC_ORDER = ("num_images", "top1", "top5", "num_captioned", *CAPTION_METRIC_KEYS, "mean_caption_words",
-                "cam_agreement", "pointing_game_classifier", "pointing_game_captioner", "num_pointing_game",
-                "pointing_game_bbox_classifier", "pointing_game_bbox_captioner", "num_pointing_game_bbox")
-
-
-# ----------------------------------------------------------------------------------------------- geometry
-def preprocessed_box(image_size: tuple[int, int], data_config: Mapping[str, Any]) -> tuple[float, float, float, float]:
-    """The region of the original image that the image processor's eval transform turns into its output.
-
-    Follows timm's `transforms_imagenet_eval` for the processor's ``data_config()`` (input_size, crop_pct,
-    crop_mode): ``center`` = resize the shorter side to size / crop_pct then center-crop; ``squash`` = resize both
-    sides to size / crop_pct then center-crop; ``border`` = resize the longer side, pad, center-crop (the box then
-    extends past the image, over the padding).
-
-    Args:
-        image_size: original (width, height), as PIL's ``Image.size``.
-        data_config: ``image_processor.data_config()``.
-
-    Returns:
-        (left, top, right, bottom) in original-image pixels; the output's pixel (row, col) covers
-        ``left + (col + [0, 1]) * (right - left) / out_w`` (and likewise for rows).
-    """
-    width, height = image_size
-    _, out_h, out_w = (int(v) for v in data_config["input_size"])
-    crop_pct = data_config.get("crop_pct") or 0.875  # timm's DEFAULT_CROP_PCT
-    mode = data_config.get("crop_mode") or "center"
-    scale_h, scale_w = math.floor(out_h / crop_pct), math.floor(out_w / crop_pct)
-    if mode == "squash":
-        return resize_center_crop_box(image_size, (scale_h, scale_w), (out_h, out_w))
-    if mode == "center" and scale_h == scale_w:
-        return resize_center_crop_box(image_size, scale_h, (out_h, out_w))
-    if mode not in ("center", "border"):
-        raise ValueError(f"unknown crop_mode {mode!r} (timm knows center, squash, border)")
-    # timm's ResizeKeepRatio: longest=1.0 for border (fit inside), 0.0 for center (cover).
-    longest = 1.0 if mode == "border" else 0.0
-    ratio_h, ratio_w = height / scale_h, width / scale_w
-    ratio = max(ratio_h, ratio_w) * longest + min(ratio_h, ratio_w) * (1.0 - longest)
-    new_h, new_w = round(height / ratio), round(width / ratio)
-    pad_left = pad_top = 0
-    padded_h, padded_w = new_h, new_w
-    if mode == "border" and (out_w > new_w or out_h > new_h):  # timm's center_crop_or_pad pads first
-        if out_w > new_w:
-            pad_left, padded_w = (out_w - new_w) // 2, out_w
-        if out_h > new_h:
-            pad_top, padded_h = (out_h - new_h) // 2, out_h
-    top = int(round((padded_h - out_h) / 2.0)) - pad_top
-    left = int(round((padded_w - out_w) / 2.0)) - pad_left
-    sx, sy = width / new_w, height / new_h
-    return (left * sx, top * sy, (left + out_w) * sx, (top + out_h) * sy)
-
-
-def _sample_grid(box: Sequence[float], out_h: int, out_w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Original-image x (out_w,) and y (out_h,) coordinates of the output pixels' centres."""
-    left, top, right, bottom = (float(v) for v in box)
-    xs = left + (np.arange(out_w) + 0.5) * (right - left) / out_w
-    ys = top + (np.arange(out_h) + 0.5) * (bottom - top) / out_h
-    return xs, ys
-
-
-def _mask_in_box(mask: np.ndarray, box: Sequence[float], out_h: int, out_w: int) -> np.ndarray:
-    """Nearest-neighbour resample of an original-resolution mask (H, W) to the output grid; outside = False."""
-    xs, ys = _sample_grid(box, out_h, out_w)
-    cols, rows = np.floor(xs).astype(np.int64), np.floor(ys).astype(np.int64)
-    valid_c = (cols >= 0) & (cols < mask.shape[1])
-    valid_r = (rows >= 0) & (rows < mask.shape[0])
-    out = np.zeros((out_h, out_w), dtype=bool)
-    sub = mask[np.clip(rows, 0, mask.shape[0] - 1)][:, np.clip(cols, 0, mask.shape[1] - 1)] != 0
-    out[np.ix_(valid_r, valid_c)] = sub[np.ix_(valid_r, valid_c)]
-    return out
-
-
-def box_mask(bbox_xywh: Sequence[float], box: Sequence[float], out_h: int, out_w: int) -> np.ndarray:
-    """(out_h, out_w) mask of the output pixels whose centre lies in an (x, y, width, height) box of the original."""
-    x, y, w, h = (float(v) for v in bbox_xywh)
-    xs, ys = _sample_grid(box, out_h, out_w)
-    return ((ys >= y) & (ys <= y + h))[:, None] & ((xs >= x) & (xs <= x + w))[None, :]
-
-
-# ----------------------------------------------------------------------------------------------- evaluation
-def image_processor_of(processor):
-    """The image processor of a CamJointProcessor (or the image processor itself)."""
-    return getattr(processor, "image_processor", processor)
-
-
-def _to_pil(value: Any, image_id: str | None):
-    """A dataset's image value (PIL image, or ``{"path", "bytes"}`` of an undecoded column) as a PIL image."""
-    from PIL import Image
-
-    if isinstance(value, Image.Image):
-        return value
-    from cam_joint.data.layout_files import decode_image
-
-    return decode_image(value, image_id)
-
-
-def _check_labels_match(model, dataset) -> None:
-    import datasets
-
-    feature = dataset.features.get("label")
-    if not isinstance(feature, datasets.ClassLabel):
-        return
-    num_labels = model.config.num_labels
-    if feature.num_classes != num_labels:
-        raise ValueError(f"the dataset has {feature.num_classes} classes but the model has {num_labels}: it was "
-                         f"trained on another dataset (or another protocol / class subset)")
-    id2label = {int(k): v for k, v in (model.config.id2label or {}).items()}
-    defaults = {i: f"LABEL_{i}" for i in range(num_labels)}
-    if id2label and id2label != defaults:
-        differing = [i for i in range(num_labels) if id2label.get(i) != feature.names[i]]
-        if differing:
-            i = differing[0]
-            warnings.warn(f"{len(differing)} of {num_labels} class names differ between the model and the dataset "
-                          f"(class {i}: model {id2label.get(i)!r}, dataset {feature.names[i]!r}); accuracy assumes "
-                          f"the class ids mean the same classes", UserWarning, stacklevel=3)
-
-
-def _check_generation_length(model, generation_kwargs: Mapping[str, Any]) -> None:
-    """The captioner's Grad-CAM accepts captions of at most max_caption_length tokens: fail before generating."""
-    limit = model.config.max_caption_length
-    defaults = getattr(model, "generation_config", None)
-    max_new_tokens = generation_kwargs.get("max_new_tokens", getattr(defaults, "max_new_tokens", None))
-    if max_new_tokens is not None:
-        longest = max_new_tokens + 1  # + bos
-    else:
-        longest = generation_kwargs.get("max_length", getattr(defaults, "max_length", None))
-    if longest is not None and longest > limit:
-        raise ValueError(f"generation may produce {longest} tokens but the model's captions (and its caption "
-                         f"Grad-CAM) are at most max_caption_length={limit} tokens; lower max_length/max_new_tokens "
-                         f"or pass cam_metrics=False")
-    if generation_kwargs.get("num_return_sequences", 1) != 1:
-        raise ValueError("evaluation scores one caption per image: num_return_sequences must be 1")
-
-
-def _mean(values: list[float] | np.ndarray) -> float:
-    return float(np.mean(values)) if len(values) else float("nan")
+# Key order of the printed table and the JSON file: the registered metrics in the registry's order, then the
+# counts; a key a run does not produce is skipped, one not listed here comes last.
+METRIC_ORDER = ("num_images", *METRICS, "num_captioned", "mean_caption_words", "cam_map_size", "num_pointing_game",
+                "num_pointing_game_bbox")
+HEADS = ("classifier", "captioner")
 
 
 @torch.no_grad()
@@ -224,283 +87,307 @@ def evaluate_model(
         return_predictions: also return ``predictions``: one dict per image (``image_id``, ``label``,
             ``predicted_label``, ``caption``) under that key (not a metric: pop it before treating values as numbers).
     """
+    generation_kwargs = dict(generation_kwargs or {})
+    dataset = _checked_dataset(model, dataset, batch_size, max_samples)
+    columns = set(dataset.column_names)
+    caption_metrics = caption_metrics and model.captioner is not None and "captions" in columns
+    if caption_metrics:
+        from cam_joint.metrics.coco_caption import find_java
+
+        find_java()  # an hour of generation must not end in "Java not found"
+    if model.captioner is not None and cam_metrics:
+        _check_generation_length(model, generation_kwargs)
+    image_processor = image_processor_of(processor)
+    results = _Results(model, columns, cam_metrics, getattr(image_processor, "data_config", lambda: None)())
+
+    was_training = model.training
+    model.eval()
+    try:
+        for start in _progress(range(0, len(dataset), batch_size), progress, math.ceil(len(dataset) / batch_size)):
+            rows = dataset[start:start + batch_size]
+            ids = rows.get("image_id") or [f"row {start + i}" for i in range(len(rows["image"]))]
+            images = [_to_pil(value, image_id) for value, image_id in zip(rows["image"], ids)]
+            prediction = predict_batch(model, processor, images, generation_kwargs=generation_kwargs, cam=cam_metrics)
+            results.add(rows, ids, images, prediction)
+    finally:
+        model.train(was_training)
+    metrics = results.metrics(caption_metrics, meteor)
+    if return_predictions:
+        metrics["predictions"] = results.predictions()
+    return metrics
+
+
+class _Results:
+    """What evaluation accumulates over the batches, and the metrics computed from it at the end."""
+
+    def __init__(self, model, columns: set[str], cam_metrics: bool, data_config: Mapping[str, Any] | None):
+        self.model, self.data_config = model, data_config
+        self.has_classifier, self.has_captioner = model.classifier is not None, model.captioner is not None
+        self.image_ids: list[str] = []
+        self.labels: list[int] = []
+        self.logits: list[torch.Tensor] = []
+        self.captions: list[str] = []
+        self.references: list[list[str]] = []
+        self.agreements: list[np.ndarray] = []
+        self.map_size: tuple[int, int] | None = None
+        self.localisation = _Localisation(columns) if cam_metrics else None
+
+    def add(self, rows: Mapping[str, list], ids: list[str], images: list, prediction) -> None:
+        count = len(images)
+        self.image_ids.extend(ids)
+        self.labels.extend(int(label) for label in rows["label"])
+        if prediction.logits is not None:
+            self.logits.append(prediction.logits)
+        if prediction.captions is not None:
+            self.captions.extend(prediction.captions)
+            self.references.extend(rows["captions"] if "captions" in rows else [[] for _ in range(count)])
+        maps = {"classifier": prediction.class_maps, "captioner": prediction.caption_maps}
+        present = [m for m in maps.values() if m is not None]
+        if present:
+            self.map_size = tuple(present[0].shape[-2:])
+        if prediction.class_maps is not None and prediction.caption_maps is not None:
+            self.agreements.append(cam_cosine_similarities(prediction.class_maps, prediction.caption_maps))
+        if self.localisation is not None and present:
+            boxes = [preprocessed_box(image.size, self.data_config) if self.data_config else
+                     (0.0, 0.0, float(image.size[0]), float(image.size[1])) for image in images]
+            self.localisation.add(rows, images, boxes, tuple(prediction.pixel_values.shape[-2:]), maps)
+
+    def metrics(self, caption_metrics: bool, meteor) -> dict[str, Any]:
+        metrics: dict[str, Any] = {"num_images": len(self.image_ids)}
+        labels = torch.tensor(self.labels, dtype=torch.long)
+        labeled = labels >= 0  # -1 = unlabeled (some Hub test splits)
+        if self.has_classifier and bool(labeled.any()):
+            metrics.update(topk_accuracy(torch.cat(self.logits)[labeled], labels[labeled], ks=(1, 5)))
+        if self.has_captioner:
+            metrics["mean_caption_words"] = _mean([len(text.split()) for text in self.captions])
+        if caption_metrics:
+            metrics.update(self._caption_scores(meteor))
+        if self.agreements:
+            metrics["cam_agreement"] = _mean(np.concatenate(self.agreements))
+        if self.map_size is not None:
+            metrics["cam_map_size"] = list(self.map_size)
+        if self.localisation is not None:
+            metrics.update(self.localisation.metrics())
+        return {**{key: metrics[key] for key in METRIC_ORDER if key in metrics},
+                **{key: value for key, value in metrics.items() if key not in METRIC_ORDER}}
+
+    def _caption_scores(self, meteor) -> dict[str, Any]:
+        scored = [i for i, refs in enumerate(self.references) if any(r.strip() for r in refs)]
+        out: dict[str, Any] = {"num_captioned": len(scored)}
+        if scored:
+            scores = compute_caption_metrics([self.captions[i] for i in scored],
+                                             [[r for r in self.references[i] if r.strip()] for i in scored],
+                                             meteor=meteor)
+            out.update({key: float(scores[key]) for key in CAPTION_METRIC_KEYS})
+        return out
+
+    def predictions(self) -> list[dict[str, Any]]:
+        id2label = {int(k): v for k, v in (self.model.config.id2label or {}).items()}
+        predicted = torch.cat(self.logits).argmax(-1).tolist() if self.logits else []
+        rows = []
+        for i, image_id in enumerate(self.image_ids):
+            row: dict[str, Any] = {"image_id": image_id, "label": self.labels[i]}
+            if self.has_classifier:
+                row.update(predicted_label=predicted[i], predicted_name=id2label.get(predicted[i]))
+            if self.has_captioner:
+                row["caption"] = self.captions[i]
+            rows.append(row)
+        return rows
+
+
+class _Localisation:
+    """Where each head's CAM looks, on whatever ground truth the dataset has, beside maps that ignore the image.
+
+    * synthetic birds: the discriminative parts' mask (pointing game, energy pointing, PxAP), the whole bird's box
+      (MaxBoxAccV2), and with distractors the distractor parts' mask (`pointing_game_distractor`: lower is better);
+    * CUB: the 15 part keypoints (pointing game), the bird's box (pointing game, energy pointing and MaxBoxAccV2, as
+      ``*_bbox`` and ``max_box_acc_*``).
+
+    Each score comes per head (``<metric>_classifier``, ``<metric>_captioner``) and for two image-blind maps at the
+    CAMs' resolution: uniform random cells (``<metric>_chance``) and a centred Gaussian (``<metric>_center``);
+    `metrics.localization` defines them all.
+    """
+
+    def __init__(self, columns: set[str]):
+        self.synthetic = "part_mask" in columns and "discriminative_parts" in columns
+        self.distractors = self.synthetic and "distractor_parts" in columns
+        self.keypoints = "parts" in columns
+        self.boxes = "bbox" in columns
+        self.maps: dict[str, list[torch.Tensor]] = {head: [] for head in HEADS}
+        self.truth: dict[str, list] = {}  # ground-truth kind -> one entry per image
+        self.grid: tuple[int, int] | None = None
+
+    def add(self, rows, images, boxes, image_shape: tuple[int, int], maps: dict[str, torch.Tensor | None]) -> None:
+        out_h, out_w = self.grid = image_shape
+        for head, head_maps in maps.items():
+            if head_maps is not None:
+                self.maps[head].extend(head_maps)
+        if self.synthetic:
+            from cam_joint.data.synthetic import PART_INDEX
+
+            part_masks = [np.asarray(_to_pil(m, None)) for m in rows["part_mask"]]
+            kinds = {"parts": rows["discriminative_parts"], "bird": None}
+            if self.distractors:
+                kinds["distractors"] = rows["distractor_parts"]
+            for kind, parts in kinds.items():
+                for part_mask, wanted, box in zip(part_masks, parts or [None] * len(part_masks), boxes):
+                    inside = part_mask > 0 if wanted is None else np.isin(part_mask, [PART_INDEX[p] for p in wanted])
+                    self.truth.setdefault(kind, []).append(mask_in_box(inside, box, out_h, out_w))
+        elif self.keypoints:
+            for keypoints, image, box in zip(rows["parts"], images, boxes):
+                self.truth.setdefault("keypoints", []).append((np.asarray(keypoints, np.float64), image.size, box))
+        if self.boxes:
+            self.truth.setdefault("bbox", []).extend(box_mask(bbox, box, out_h, out_w)
+                                                     for bbox, box in zip(rows["bbox"], boxes))
+
+    def metrics(self) -> dict[str, Any]:
+        heads = {head: torch.stack(maps) for head, maps in self.maps.items() if maps}
+        if not heads:
+            return {}
+        out: dict[str, Any] = {}
+        for name, metric, truth, keep in self._tasks():
+            if not keep.any():
+                continue
+            for head, maps in heads.items():
+                scores = score_maps(metric, maps[torch.from_numpy(keep)], truth)
+                out.update({f"{_renamed(key, metric, name)}_{head}": value for key, value in scores.items()})
+            map_size = tuple(next(iter(heads.values())).shape[-2:])
+            for kind in ("chance", "center"):
+                key = name if metric != "max_box_acc_v2" else None
+                out.update(baseline_scores(metric, truth, map_size, kind=kind, key=key))
+        if "parts" in self.truth or "keypoints" in self.truth:
+            out["num_pointing_game"] = int(self._evaluable("parts" if self.synthetic else "keypoints").sum())
+        if "bbox" in self.truth:
+            out["num_pointing_game_bbox"] = int(self._evaluable("bbox").sum())
+        return out
+
+    def _evaluable(self, kind: str) -> np.ndarray:
+        if kind == "keypoints":
+            return np.array([_has_keypoint(*entry) for entry in self.truth[kind]])
+        return np.array([bool(mask.any()) for mask in self.truth[kind]])
+
+    def _tasks(self):
+        """(metric name in metrics.json, `metrics.localization` metric, its ground truth, images it covers)."""
+        everyone = np.ones(len(next(iter(self.truth.values()), [])), dtype=bool)
+        tasks = []
+        if self.synthetic:
+            parts = {"masks": self.truth["parts"]}
+            tasks += [("pointing_game", "pointing_game", parts, everyone),
+                      ("energy_pointing", "energy_pointing", parts, everyone),
+                      ("pxap", "pxap", parts, everyone)]
+            tasks.append(self._box_task("bird"))
+            if self.distractors:
+                tasks.append(("pointing_game_distractor", "pointing_game", {"masks": self.truth["distractors"]},
+                              everyone))
+        elif self.keypoints:
+            entries = self.truth["keypoints"]
+            tasks.append(("pointing_game", "pointing_game_keypoints",
+                          {"keypoints": np.stack([e[0] for e in entries]), "image_sizes": [e[1] for e in entries],
+                           "crop_boxes": [e[2] for e in entries]}, everyone))
+        if self.boxes:
+            bbox = {"masks": self.truth["bbox"]}
+            tasks += [("pointing_game_bbox", "pointing_game", bbox, everyone),
+                      ("energy_pointing_bbox", "energy_pointing", bbox, everyone)]
+            tasks.append(self._box_task("bbox"))
+        return tasks
+
+    def _box_task(self, kind: str):
+        keep = self._evaluable(kind)
+        boxes = [[mask_to_box(mask)] for mask, kept in zip(self.truth[kind], keep) if kept]
+        return "max_box_acc_v2", "max_box_acc_v2", {"boxes": boxes, "grid_size": self.grid}, keep
+
+
+def _renamed(key: str, metric: str, name: str) -> str:
+    """`score_maps` files a single score under the metric's own name; evaluation files it under `name`."""
+    return key if metric == "max_box_acc_v2" else name
+
+
+def _has_keypoint(keypoints: np.ndarray, image_size, box) -> bool:
+    left, top, right, bottom = box
+    inside = ((keypoints[:, 0] >= left) & (keypoints[:, 0] <= right) & (keypoints[:, 1] >= top)
+              & (keypoints[:, 1] <= bottom))
+    return bool(((keypoints[:, 2] > 0) & inside).any())
+
+
+# ----------------------------------------------------------------------------------------------- checks and helpers
+def _checked_dataset(model, dataset, batch_size: int, max_samples: int | None):
+    """The rows to evaluate, with images left undecoded (decoded here, so a damaged file is named in the error)."""
     import datasets
 
-    generation_kwargs = dict(generation_kwargs or {})
-    has_classifier = model.classifier is not None
-    has_captioner = model.captioner is not None
     if max_samples is not None:
         if max_samples < 1:
             raise ValueError(f"max_samples must be positive, got {max_samples}")
         dataset = dataset.select(range(min(max_samples, len(dataset))))
     if len(dataset) == 0:
         raise ValueError("the dataset split is empty: nothing to evaluate")
-    columns = set(dataset.column_names)
     for required in ("image", "label"):
-        if required not in columns:
-            raise ValueError(f"the dataset has no {required!r} column (columns: {sorted(columns)})")
+        if required not in dataset.column_names:
+            raise ValueError(f"the dataset has no {required!r} column (columns: {sorted(dataset.column_names)})")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if has_classifier:
+    if model.classifier is not None:
         _check_labels_match(model, dataset)
-    caption_metrics = caption_metrics and has_captioner and "captions" in columns
-    if caption_metrics:
-        from cam_joint.metrics.coco_caption import find_java
-
-        find_java()  # an hour of generation must not end in "Java not found"
-    if has_captioner and cam_metrics:
-        _check_generation_length(model, generation_kwargs)
-    synthetic_masks = "part_mask" in columns and "discriminative_parts" in columns
-    cub_keypoints = "parts" in columns
-    cub_boxes = "bbox" in columns
-    pointing = cam_metrics and (synthetic_masks or cub_keypoints)
-    if synthetic_masks:
-        from cam_joint.data.synthetic import PART_INDEX
-    # Decode images ourselves, so a damaged file is named in the error (datasets' lazy decoding names none).
     if isinstance(dataset.features.get("image"), datasets.Image) and dataset.features["image"].decode:
         dataset = dataset.cast_column("image", datasets.Image(decode=False))
-
-    image_processor = image_processor_of(processor)
-    data_config = image_processor.data_config() if hasattr(image_processor, "data_config") else None
-    device = model.device
-    was_training = model.training
-    model.eval()
-
-    logits_all, labels_all, predicted_labels = [], [], []
-    captions, references, word_counts = [], [], []
-    agreements: list[np.ndarray] = []
-    pg = {"classifier": [], "captioner": [], "bbox_classifier": [], "bbox_captioner": []}
-    pg_evaluable, bbox_evaluable = [], []
-    image_ids: list[str] = []
-
-    starts = range(0, len(dataset), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="evaluate", unit="batch", total=math.ceil(len(dataset) / batch_size))
-    try:
-        for start in starts:
-            rows = dataset[start:start + batch_size]
-            count = len(rows["image"])
-            ids = rows.get("image_id") or [f"row {start + i}" for i in range(count)]
-            image_ids.extend(ids)
-            images = [_to_pil(value, image_id) for value, image_id in zip(rows["image"], ids)]
-            pixel_values = image_processor(images, return_tensors="pt")["pixel_values"].to(device)
-            feature_maps = model.get_feature_maps(pixel_values)  # encoded once, shared by every head
-            labels = torch.as_tensor(rows["label"], dtype=torch.long)
-            labels_all.append(labels)
-
-            predicted = None
-            if has_classifier:
-                logits = model(feature_maps=feature_maps).logits.float()
-                predicted = logits.argmax(-1)
-                logits_all.append(logits.cpu())
-                predicted_labels.extend(predicted.tolist())
-            caption_ids = None
-            if has_captioner:
-                caption_ids = model.generate(feature_maps=feature_maps, **generation_kwargs)
-                texts = processor.batch_decode(caption_ids, skip_special_tokens=True)
-                texts = [" ".join(text.split()) for text in texts]
-                captions.extend(texts)
-                word_counts.extend(len(text.split()) for text in texts)
-                references.extend(rows["captions"] if "captions" in rows else [[] for _ in range(count)])
-
-            if not cam_metrics:
-                continue
-            class_maps = caption_maps = None
-            if has_classifier:
-                class_maps = model.grad_cam(feature_maps=feature_maps, labels=predicted).float().cpu()
-            if has_captioner:
-                caption_maps = model.grad_cam(feature_maps=feature_maps, caption_ids=caption_ids).float().cpu()
-            if class_maps is not None and caption_maps is not None:
-                agreements.append(cam_cosine_similarities(class_maps, caption_maps))
-            if not pointing:
-                continue
-            maps = {"classifier": class_maps, "captioner": caption_maps}
-            out_h, out_w = pixel_values.shape[-2:]
-            boxes = [preprocessed_box(image.size, data_config) if data_config else
-                     (0.0, 0.0, float(image.size[0]), float(image.size[1])) for image in images]
-            if synthetic_masks:
-                masks = []
-                for mask_image, parts, box in zip(rows["part_mask"], rows["discriminative_parts"], boxes):
-                    part_mask = np.asarray(_to_pil(mask_image, None))
-                    wanted = np.isin(part_mask, [PART_INDEX[p] for p in parts])
-                    masks.append(_mask_in_box(wanted, box, out_h, out_w))
-                evaluable = np.array([m.any() for m in masks])
-                pg_evaluable.append(evaluable)
-                for name, head_maps in maps.items():
-                    if head_maps is not None:
-                        pg[name].append(pointing_game_mask(head_maps, masks))
-            elif cub_keypoints:
-                sizes = [image.size for image in images]
-                evaluable = None
-                for name, head_maps in maps.items():
-                    if head_maps is not None:
-                        hits, evaluable = pointing_game_keypoints(head_maps, np.asarray(rows["parts"], np.float64),
-                                                                  sizes, crop_boxes=boxes, return_evaluable=True)
-                        pg[name].append(hits)
-                pg_evaluable.append(evaluable)
-            if cub_boxes:
-                masks = [box_mask(bbox, box, out_h, out_w) for bbox, box in zip(rows["bbox"], boxes)]
-                bbox_evaluable.append(np.array([m.any() for m in masks]))
-                for name, head_maps in maps.items():
-                    if head_maps is not None:
-                        pg[f"bbox_{name}"].append(pointing_game_mask(head_maps, masks))
-    finally:
-        model.train(was_training)
-
-    metrics: dict[str, Any] = {"num_images": len(image_ids)}
-    labels_all = torch.cat(labels_all)
-    if has_classifier:
-        logits_all = torch.cat(logits_all)
-        labeled = labels_all >= 0  # -1 = unlabeled (some Hub test splits)
-        if bool(labeled.any()):
-            metrics.update(topk_accuracy(logits_all[labeled], labels_all[labeled], ks=(1, 5)))
-    if has_captioner:
-        metrics["mean_caption_words"] = _mean(word_counts)
-    if caption_metrics:
-        scored = [i for i, refs in enumerate(references) if any(r.strip() for r in refs)]
-        metrics["num_captioned"] = len(scored)
-        if scored:
-            scores = compute_caption_metrics([captions[i] for i in scored],
-                                             [[r for r in references[i] if r.strip()] for i in scored], meteor=meteor)
-            metrics.update({key: float(scores[key]) for key in CAPTION_METRIC_KEYS})
-    if agreements:
-        metrics["cam_agreement"] = _mean(np.concatenate(agreements))
-    if pg_evaluable:
-        evaluable = np.concatenate(pg_evaluable)
-        metrics["num_pointing_game"] = int(evaluable.sum())
-        for name in ("classifier", "captioner"):
-            if pg[name] and evaluable.any():
-                metrics[f"pointing_game_{name}"] = _mean(np.concatenate(pg[name])[evaluable])
-    if bbox_evaluable:
-        evaluable = np.concatenate(bbox_evaluable)
-        metrics["num_pointing_game_bbox"] = int(evaluable.sum())
-        for name in ("classifier", "captioner"):
-            if pg[f"bbox_{name}"] and evaluable.any():
-                metrics[f"pointing_game_bbox_{name}"] = _mean(np.concatenate(pg[f"bbox_{name}"])[evaluable])
-    metrics = {key: metrics[key] for key in METRIC_ORDER if key in metrics}
-    if return_predictions:
-        id2label = {int(k): v for k, v in (model.config.id2label or {}).items()}
-        metrics["predictions"] = [
-            {"image_id": image_id, "label": int(labels_all[i]),
-             **({"predicted_label": predicted_labels[i], "predicted_name": id2label.get(predicted_labels[i])}
-                if has_classifier else {}),
-             **({"caption": captions[i]} if has_captioner else {})}
-            for i, image_id in enumerate(image_ids)
-        ]
-    return metrics
+    return dataset
 
 
-# ----------------------------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="saved model folder (save_pretrained output)")
-    parser.add_argument("--dataset", default=None,
-                        help="synthetic, cub, flowers or a Hub dataset id; default: the dataset the model was trained "
-                             "on (from MODEL/training_args.json)")
-    parser.add_argument("--data-dir", default=None, help="the dataset's folder (cub, flowers); overrides the training "
-                                                         "run's")
-    parser.add_argument("--protocol", default=None, choices=("official", "etri2020"),
-                        help="split protocol (cub, flowers); default: the training run's, else official")
-    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-samples", type=int, default=None, help="evaluate the first N images only")
-    parser.add_argument("--num-beams", type=int, default=None,
-                        help="beam width for captions (default: the model's generation config)")
-    parser.add_argument("--output", default=None,
-                        help="metrics JSON file (default: MODEL/eval_results_<split>.json)")
-    parser.add_argument("--predictions", default=None,
-                        help="also write one JSON line per image (image id, label, prediction, caption) here")
-    parser.add_argument("--no-caption-metrics", action="store_true",
-                        help="skip BLEU/METEOR/ROUGE-L/CIDEr (no Java needed)")
-    parser.add_argument("--no-cam-metrics", action="store_true", help="skip CAM agreement and the pointing game")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+def _to_pil(value: Any, image_id: str | None):
+    """A dataset's image value (PIL image, or ``{"path", "bytes"}`` of an undecoded column) as a PIL image."""
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        return value
+    from cam_joint.data.layout_files import decode_image
+
+    return decode_image(value, image_id)
 
 
-def load_eval_dataset(model_dir: str | Path, dataset: str | None = None, data_dir: str | None = None,
-                      protocol: str | None = None):
-    """The `datasets.DatasetDict` to evaluate on; without `dataset`, the one MODEL/training_args.json names.
+def _check_labels_match(model, dataset) -> None:
+    import datasets
 
-    Returns (dataset_dict, description) where description is a dict of what was loaded (name, data_dir, protocol).
-    """
-    from cam_joint.data import load_image_text_dataset
-
-    training_args: dict[str, Any] = {}
-    args_file = Path(model_dir) / "training_args.json"
-    if args_file.is_file():
-        try:
-            training_args = json.loads(args_file.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{args_file}: not valid JSON ({error})") from error
-    if dataset is None:
-        if "dataset" not in training_args:
-            raise ValueError(f"no --dataset given and {args_file} does not say which dataset the model was trained "
-                             f"on; pass --dataset synthetic|cub|flowers|HUB_ID")
-        dataset = training_args["dataset"]
-    if dataset == training_args.get("dataset"):  # the training data: its folder and protocol unless overridden
-        data_dir = data_dir or training_args.get("data_dir")
-        protocol = protocol or training_args.get("protocol")
-    protocol = protocol or "official"
-    description = {"dataset": dataset, "data_dir": None if data_dir is None else str(data_dir), "protocol": protocol}
-    if dataset == "synthetic":
-        from cam_joint.data.synthetic import make_synthetic_dataset
-
-        # Rebuild exactly the training run's synthetic data (same seed, classes and sizes) when it was synthetic.
-        kwargs = dict(training_args.get("synthetic") or {}) if training_args.get("dataset") == "synthetic" else {}
-        description["synthetic"] = kwargs
-        return make_synthetic_dataset(**kwargs), description
-    return load_image_text_dataset(dataset, data_dir=data_dir, protocol=protocol), description
+    feature = dataset.features.get("label")
+    if not isinstance(feature, datasets.ClassLabel):
+        return
+    num_labels = model.config.num_labels
+    if feature.num_classes != num_labels:
+        raise ValueError(f"the dataset has {feature.num_classes} classes but the model has {num_labels}: it was "
+                         f"trained on another dataset (or another protocol / class subset)")
+    id2label = {int(k): v for k, v in (model.config.id2label or {}).items()}
+    defaults = {i: f"LABEL_{i}" for i in range(num_labels)}
+    if id2label and id2label != defaults:
+        differing = [i for i in range(num_labels) if id2label.get(i) != feature.names[i]]
+        if differing:
+            i = differing[0]
+            warnings.warn(f"{len(differing)} of {num_labels} class names differ between the model and the dataset "
+                          f"(class {i}: model {id2label.get(i)!r}, dataset {feature.names[i]!r}); accuracy assumes "
+                          f"the class ids mean the same classes", UserWarning, stacklevel=4)
 
 
-def format_metrics_table(metrics: Mapping[str, Any]) -> str:
-    rows = [(key, value) for key, value in metrics.items() if isinstance(value, (int, float))]
-    width = max((len(key) for key, _ in rows), default=6)
-    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 8}"]
-    for key, value in rows:
-        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else f"{value:.4f}"
-        lines.append(f"{key:<{width}}  {text}")
-    return "\n".join(lines)
+def _check_generation_length(model, generation_kwargs: Mapping[str, Any]) -> None:
+    """The captioner's Grad-CAM accepts captions of at most max_caption_length tokens: fail before generating."""
+    limit = model.config.max_caption_length
+    defaults = getattr(model, "generation_config", None)
+    max_new_tokens = generation_kwargs.get("max_new_tokens", getattr(defaults, "max_new_tokens", None))
+    if max_new_tokens is not None:
+        longest = max_new_tokens + 1  # + bos
+    else:
+        longest = generation_kwargs.get("max_length", getattr(defaults, "max_length", None))
+    if longest is not None and longest > limit:
+        raise ValueError(f"generation may produce {longest} tokens but the model's captions (and its caption "
+                         f"Grad-CAM) are at most max_caption_length={limit} tokens; lower max_length/max_new_tokens "
+                         f"or pass cam_metrics=False")
+    if generation_kwargs.get("num_return_sequences", 1) != 1:
+        raise ValueError("evaluation scores one caption per image: num_return_sequences must be 1")
 
 
-def main(args: argparse.Namespace) -> int:
-    from cam_joint import CamJointModel, CamJointProcessor
+def _progress(iterable, enabled: bool, total: int):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
 
-    model_dir = Path(args.model)
-    if not model_dir.is_dir():
-        print(f"error: model folder not found: {model_dir}", file=sys.stderr)
-        return 2
-    try:
-        dataset_dict, description = load_eval_dataset(model_dir, args.dataset, args.data_dir, args.protocol)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.split not in dataset_dict:
-        print(f"error: split {args.split!r} not in the dataset (splits: {', '.join(dataset_dict)})", file=sys.stderr)
-        return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = CamJointModel.from_pretrained(model_dir).to(device).eval()
-    processor = CamJointProcessor.from_pretrained(model_dir)
-    generation_kwargs = {} if args.num_beams is None else {"num_beams": args.num_beams}
-    metrics = evaluate_model(model, processor, dataset_dict[args.split], batch_size=args.batch_size,
-                             generation_kwargs=generation_kwargs, max_samples=args.max_samples,
-                             caption_metrics=not args.no_caption_metrics, cam_metrics=not args.no_cam_metrics,
-                             progress=not args.no_progress, return_predictions=args.predictions is not None)
-    predictions = metrics.pop("predictions", None)
-    print(f"{model_dir} on {description['dataset']} ({description['protocol']}) split {args.split}:")
-    print(format_metrics_table(metrics))
-    output = Path(args.output) if args.output else model_dir / f"eval_results_{args.split}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    record = {**metrics, "eval_info": {**description, "model": str(model_dir), "split": args.split,
-                                       "max_samples": args.max_samples, "generation_kwargs": generation_kwargs,
-                                       "variant": model.config.variant}}
-    output.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"metrics written to {output}")
-    if predictions is not None:
-        path = Path(args.predictions)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with io.open(path, "w", encoding="utf-8") as handle:
-            for row in predictions:
-                handle.write(json.dumps(row) + "\n")
-        print(f"predictions written to {path}")
-    return 0
+    return tqdm(iterable, desc="evaluate", unit="batch", total=total)
+
+
+def _mean(values) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")

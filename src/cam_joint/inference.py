@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .evaluation import image_processor_of
+from .prediction import image_processor_of, predict_batch
 
 __all__ = ["load_image", "predict", "explain_figure", "save_cam_pictures", "resolve_label",
            "add_caption_main_arguments", "caption_main", "add_explain_main_arguments", "explain_main"]
@@ -94,27 +94,19 @@ def _upsample(cam: torch.Tensor, height: int, width: int) -> np.ndarray:
     return (up / span).numpy() if span > 0 else up.numpy()
 
 
-@torch.no_grad()
 def predict(model, processor, images: Sequence, generation_kwargs: Mapping[str, Any] | None = None,
             top_k: int = 5) -> list[dict[str, Any]]:
-    """Caption and classify PIL images. One dict per image: ``caption`` (if the model captions) and ``top_classes``
-    (if it classifies): a list of (class id, class name, probability), best first."""
-    image_processor = image_processor_of(processor)
-    pixel_values = image_processor(list(images), return_tensors="pt")["pixel_values"].to(model.device)
-    feature_maps = model.get_feature_maps(pixel_values)
-    results: list[dict[str, Any]] = [{} for _ in range(len(pixel_values))]
-    if model.classifier is not None:
-        probs = model(feature_maps=feature_maps).logits.float().softmax(-1).cpu()
-        top = probs.topk(min(top_k, probs.shape[1]), dim=1)
-        id2label = _id2label(model)
-        for result, values, indices in zip(results, top.values, top.indices):
-            result["top_classes"] = [(int(i), id2label.get(int(i), str(int(i))), float(v))
-                                     for v, i in zip(values, indices)]
-    if model.captioner is not None:
-        ids = model.generate(feature_maps=feature_maps, **dict(generation_kwargs or {}))
-        for result, text, row in zip(results, processor.batch_decode(ids, skip_special_tokens=True), ids):
-            result["caption"] = " ".join(text.split())
-            result["caption_ids"] = row.cpu()
+    """Caption and classify PIL images. One dict per image: ``caption`` and ``caption_ids`` (if the model captions)
+    and ``top_classes`` (if it classifies): a list of (class id, class name, probability), best first."""
+    prediction = predict_batch(model, processor, list(images), generation_kwargs=generation_kwargs)
+    results: list[dict[str, Any]] = [{} for _ in range(len(prediction.pixel_values))]
+    if prediction.logits is not None:
+        for result, top in zip(results, prediction.top_classes(top_k)):
+            result["top_classes"] = top
+    if prediction.captions is not None:
+        for result, text, row in zip(results, prediction.captions, prediction.caption_ids):
+            result["caption"] = text
+            result["caption_ids"] = row
     return results
 
 
@@ -142,34 +134,29 @@ def explain_figure(model, processor, image, label: int | str | None = None, *, t
         image = load_image(image)
     image_processor = image_processor_of(processor)
     data_config = image_processor.data_config() if hasattr(image_processor, "data_config") else None
+    target = None if label is None else torch.tensor([resolve_label(model, label)])
     was_training = model.training
     model.eval()
     try:
-        pixel_values = image_processor([image], return_tensors="pt")["pixel_values"].to(model.device)
-        with torch.no_grad():
-            feature_maps = model.get_feature_maps(pixel_values)
-        id2label = _id2label(model)
-        panels = []  # (title, map or None)
-        if model.classifier is not None:
-            with torch.no_grad():
-                probs = model(feature_maps=feature_maps).logits.float().softmax(-1)[0].cpu()
-            predicted = int(probs.argmax())
-            target = predicted if label is None else resolve_label(model, label)
-            cam = model.grad_cam(feature_maps=feature_maps, labels=torch.tensor([target], device=model.device))[0]
-            name = id2label.get(target, str(target))
-            kind = "predicted class" if label is None else "class"
-            text = f"Classifier CAM, {kind}:\n{name} (p={float(probs[target]):.2f})"
-            if label is not None and target != predicted:
-                text += f"\n[predicted: {id2label.get(predicted, str(predicted))}]"
-            panels.append((text, cam))
-        if model.captioner is not None:
-            with torch.no_grad():
-                ids = model.generate(feature_maps=feature_maps, **dict(generation_kwargs or {}))
-            caption = " ".join(processor.batch_decode(ids, skip_special_tokens=True)[0].split())
-            cam = model.grad_cam(feature_maps=feature_maps, caption_ids=ids)[0]
-            panels.append((f"Captioner CAM:\n\"{caption or '(empty caption)'}\"", cam))
+        prediction = predict_batch(model, processor, [image], generation_kwargs=generation_kwargs, cam=True,
+                                   cam_labels=target)
     finally:
         model.train(was_training)
+    pixel_values = prediction.pixel_values
+    id2label = _id2label(model)
+    panels = []  # (title, map)
+    if prediction.class_maps is not None:
+        probs = prediction.probabilities[0]
+        predicted, shown_class = int(probs.argmax()), int(prediction.cam_labels[0])
+        kind = "predicted class" if label is None else "class"
+        name = id2label.get(shown_class, str(shown_class))
+        text = f"Classifier CAM, {kind}:\n{name} (p={float(probs[shown_class]):.2f})"
+        if label is not None and shown_class != predicted:
+            text += f"\n[predicted: {id2label.get(predicted, str(predicted))}]"
+        panels.append((text, prediction.class_maps[0]))
+    if prediction.caption_maps is not None:
+        caption = prediction.captions[0]
+        panels.append((f"Captioner CAM:\n\"{caption or '(empty caption)'}\"", prediction.caption_maps[0]))
 
     shown = _unnormalize(pixel_values[0], data_config)
     height, width = shown.shape[:2]

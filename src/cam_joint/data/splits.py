@@ -49,10 +49,12 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from pathlib import Path
-from typing import Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Collection, Iterable, Mapping, Sequence
 
 from cam_joint.data.layout_errors import DatasetLayoutError
-from cam_joint.data.layout_files import ImageRecord
+
+if TYPE_CHECKING:  # layout_files imports `datasets`; the dataset registry reads PROTOCOLS without paying for it
+    from cam_joint.data.layout_files import ImageRecord
 
 PROTOCOLS = ("official", "etri2020")
 CLASSIFICATION_SPLITS = ("train", "validation", "test")

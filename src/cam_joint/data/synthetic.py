@@ -14,6 +14,9 @@ Why it looks the way it does:
   against where the evidence really is.
 * Ten template captions per image name parts with their *actual* colours (the captions are predictable from the
   image) and mention the discriminative parts in most captions.
+* With ``distractors=n`` (`cam_joint.data.synthetic_distractors`), ``n`` non-discriminative parts per image are
+  painted in saturated colours too, so that *which* colours appear no longer names the class: only the colours of
+  the right parts do. The default (``n = 0``) draws exactly the images it always did.
 
 Everything is deterministic for a seed: every image has its own generator seeded with ``(seed, split, index)``.
 """
@@ -25,7 +28,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Mapping, NamedTuple
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -62,6 +65,7 @@ DEFAULT_IMAGE_SIZE = 96
 DEFAULT_SPLIT_SIZES = {"train": 200, "validation": 25, "test": 25}  # images per class
 CAPTIONS_PER_IMAGE = 10
 _SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
+_DISTRACTOR_STREAM = 1  # 4th seed word of an example's distractor generator (its main generator has 3 words)
 
 
 # --------------------------------------------------------------------------------------------------- classes
@@ -135,6 +139,7 @@ class BirdAttributes:
     mirror: bool
     position: tuple[float, float]  # where the bird sits within the free space of the frame, each in [0, 1]
     shape_jitter: np.ndarray = field(repr=False)  # multiplicative jitter of part sizes
+    distractor_parts: tuple[str, ...] = ()  # non-discriminative parts painted in saturated colours (PART_NAMES order)
 
     @property
     def beak_word(self) -> str:
@@ -148,6 +153,11 @@ def _py_random(rng: np.random.Generator) -> random.Random:
 
 def _clip255(v: float) -> int:
     return int(min(255.0, max(0.0, v)))
+
+
+def _jittered(base: tuple[int, int, int], r: random.Random) -> tuple[int, int, int]:
+    # Small jitter: keeps colours inside their category (palette entries are >= ~60 apart).
+    return tuple(_clip255(v + r.randint(-14, 14)) for v in base)
 
 
 def sample_bird(rng: np.random.Generator, spec: ClassSpec) -> BirdAttributes:
@@ -166,9 +176,7 @@ def sample_bird(rng: np.random.Generator, spec: ClassSpec) -> BirdAttributes:
         part_colours["eye"] = "white" if part_colours["head"] == "black" else "black"
     rgb = {}
     for part, colour in part_colours.items():
-        base = SATURATED_COLOURS.get(colour) or NEUTRAL_COLOURS[colour]
-        # Small jitter: keeps colours inside their category (palette entries are >= ~60 apart).
-        rgb[part] = tuple(_clip255(v + r.randint(-14, 14)) for v in base)
+        rgb[part] = _jittered(SATURATED_COLOURS.get(colour) or NEUTRAL_COLOURS[colour], r)
     return BirdAttributes(
         part_colours=part_colours,
         rgb=rgb,
@@ -399,11 +407,31 @@ class SyntheticExample(NamedTuple):
 
 
 def generate_example(
-    seed: int, split: str, index: int, spec: ClassSpec, image_size: int = DEFAULT_IMAGE_SIZE
+    seed: int,
+    split: str,
+    index: int,
+    spec: ClassSpec,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    *,
+    distractors: int = 0,
+    classes: Sequence[ClassSpec] | None = None,
 ) -> SyntheticExample:
-    """One example with its own generator, so any example can be regenerated alone and in any order."""
+    """One example with its own generator, so any example can be regenerated alone and in any order.
+
+    ``distractors`` > 0 paints that many non-discriminative parts in saturated colours that keep the class unique
+    among ``classes`` (default: the first `DEFAULT_NUM_CLASSES`; pass the dataset's own list): see
+    `cam_joint.data.synthetic_distractors`.
+    """
     rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
     attrs = sample_bird(rng, spec)
+    if distractors:
+        # Imported here: that module builds on this one. Its own generator leaves `rng` untouched, so the bird keeps
+        # the pose, background and noise of the same example without distractors (only the recoloured parts differ).
+        from cam_joint.data.synthetic_distractors import paint_distractors
+
+        distractor_rng = np.random.default_rng([seed, _SPLIT_IDS[split], index, _DISTRACTOR_STREAM])
+        attrs = paint_distractors(attrs, spec, class_specs() if classes is None else classes, distractors,
+                                  distractor_rng)
     image, mask = render_bird(rng, spec, image_size, attributes=attrs)
     captions = make_captions(rng, spec, attrs)
     return SyntheticExample(image, mask, captions, attrs)
@@ -417,19 +445,30 @@ def _encode(image: Image.Image, fmt: str) -> dict:
     return {"bytes": buf.getvalue(), "path": None}
 
 
-def synthetic_features(num_classes: int = DEFAULT_NUM_CLASSES):
+def synthetic_features(num_classes: int = DEFAULT_NUM_CLASSES, with_distractors: bool = False):
+    """The dataset's features; ``distractor_parts`` exists only with distractors, so the default dataset keeps
+    its schema and fingerprint (feature caches built on it stay valid)."""
     import datasets
 
-    return datasets.Features(
-        {
-            "image": datasets.Image(),
-            "label": datasets.ClassLabel(names=[s.name for s in class_specs(num_classes)]),
-            "captions": datasets.Sequence(datasets.Value("string")),
-            "image_id": datasets.Value("string"),
-            "part_mask": datasets.Image(),
-            "discriminative_parts": datasets.Sequence(datasets.Value("string")),
-        }
-    )
+    features = {
+        "image": datasets.Image(),
+        "label": datasets.ClassLabel(names=[s.name for s in class_specs(num_classes)]),
+        "captions": datasets.Sequence(datasets.Value("string")),
+        "image_id": datasets.Value("string"),
+        "part_mask": datasets.Image(),
+        "discriminative_parts": datasets.Sequence(datasets.Value("string")),
+    }
+    if with_distractors:
+        features["distractor_parts"] = datasets.Sequence(datasets.Value("string"))
+    return datasets.Features(features)
+
+
+def _check_distractors(distractors: int) -> None:
+    from cam_joint.data.synthetic_distractors import MAX_DISTRACTORS
+
+    if isinstance(distractors, bool) or not isinstance(distractors, int) or not 0 <= distractors <= MAX_DISTRACTORS:
+        raise ValueError(f"distractors must be an integer from 0 to {MAX_DISTRACTORS} (the parts a bird has besides "
+                         f"its eye), got {distractors!r}")
 
 
 def make_synthetic_split(
@@ -438,23 +477,27 @@ def make_synthetic_split(
     num_classes: int = DEFAULT_NUM_CLASSES,
     image_size: int = DEFAULT_IMAGE_SIZE,
     seed: int = 0,
+    distractors: int = 0,
 ):
     """One split as a ``datasets.Dataset``; classes are interleaved (example i has label i % num_classes)."""
     import datasets
 
+    _check_distractors(distractors)
     specs = class_specs(num_classes)
-    columns: dict[str, list] = {k: [] for k in ("image", "label", "captions", "image_id", "part_mask",
-                                                "discriminative_parts")}
+    features = synthetic_features(num_classes, with_distractors=distractors > 0)
+    columns: dict[str, list] = {name: [] for name in features}
     for index in range(per_class * num_classes):
         label = index % num_classes
-        ex = generate_example(seed, split, index, specs[label], image_size)
+        ex = generate_example(seed, split, index, specs[label], image_size, distractors=distractors, classes=specs)
         columns["image"].append(_encode(ex.image, "BMP"))
         columns["label"].append(label)
         columns["captions"].append(ex.captions)
         columns["image_id"].append(f"synthetic/{split}/{index:05d}")
         columns["part_mask"].append(_encode(Image.fromarray(ex.mask, mode="L"), "PNG"))
         columns["discriminative_parts"].append(list(specs[label].discriminative_parts))
-    return datasets.Dataset.from_dict(columns, features=synthetic_features(num_classes), split=split)
+        if distractors:
+            columns["distractor_parts"].append(list(ex.attributes.distractor_parts))
+    return datasets.Dataset.from_dict(columns, features=features, split=split)
 
 
 def make_synthetic_dataset(
@@ -464,19 +507,28 @@ def make_synthetic_dataset(
     test_per_class: int = DEFAULT_SPLIT_SIZES["test"],
     image_size: int = DEFAULT_IMAGE_SIZE,
     seed: int = 0,
+    distractors: int = 0,
 ):
     """The synthetic bird dataset as a ``datasets.DatasetDict`` with ``train``/``validation``/``test`` splits.
 
     Columns: ``image`` (RGB), ``label`` (ClassLabel, e.g. "red_crown_blue_wing"), ``captions`` (10 strings),
     ``image_id`` ("synthetic/train/00042"), ``part_mask`` (mode "L", ``PART_INDEX`` per pixel, 0 = background),
     ``discriminative_parts`` (part names that define the class).
+
+    ``distractors`` (0 to `synthetic_distractors.MAX_DISTRACTORS` = 8): how many non-discriminative parts per
+    image are painted in random saturated colours (at most all of them: a class with three discriminative parts has
+    five others). Then a ``distractor_parts`` column lists them, and the label is the most specific class definition
+    the bird satisfies (`cam_joint.data.synthetic_distractors.decide_class`). 0, the default, is the dataset without
+    distractors.
     """
     import datasets
 
+    _check_distractors(distractors)
     sizes = {"train": train_per_class, "validation": validation_per_class, "test": test_per_class}
     return datasets.DatasetDict(
         {
-            split: make_synthetic_split(split, n, num_classes=num_classes, image_size=image_size, seed=seed)
+            split: make_synthetic_split(split, n, num_classes=num_classes, image_size=image_size, seed=seed,
+                                        distractors=distractors)
             for split, n in sizes.items()
         }
     )
