@@ -8,6 +8,7 @@ start); every other test passes caption_metrics=False.
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -112,7 +113,7 @@ def test_metrics_of_random_model_have_the_right_keys_and_ranges(tiny):
     for key in ("cam_agreement", "pointing_game_classifier", "pointing_game_captioner"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert 0 < metrics["num_pointing_game"] <= 12  # discriminative parts visible in (almost) every image
-    assert 0.0 <= metrics["mean_caption_words"] <= MAX_LEN - 2
+    assert 0.0 <= metrics["mean_caption_words"] <= MAX_LEN - 1  # bos + words (no eos from a random model)
     assert not model.training
 
     small = evaluate_model(model, processor, ds["test"], max_samples=3, caption_metrics=False, cam_metrics=False,
@@ -347,3 +348,44 @@ def test_cli_on_a_cub_layout_scores_keypoints_and_boxes(tiny, tmp_path, capsys):
                 "pointing_game_bbox_captioner", "cam_agreement", "top1"):
         assert 0.0 <= record[key] <= 1.0, key
     assert "num_pointing_game_bbox" in capsys.readouterr().out
+
+
+def _ending_model(model):
+    """A copy whose captions end (eos) after 9-22 tokens depending on the image: beam search then pads the batch's
+    finished beams with eos, the case where batch-size effects would show."""
+    model = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if not name.startswith("encoder") and parameter.ndim == 2:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 3.0 / parameter.shape[1] ** 0.5)
+        model.captioner.lm_head.bias[model.config.eos_token_id] += 1.0
+    return model
+
+
+@pytest.mark.parametrize("generation", [{"num_beams": 3}, {}, {"do_sample": True, "top_k": 1}],
+                         ids=["beam3", "greedy", "sampling"])
+def test_cam_metrics_do_not_depend_on_the_batch_size(tiny, generation):
+    """A generated caption is scored up to its first eos whatever pads it in its batch (beam search pads finished
+    beams with eos: scored as words, they changed the captioner's maps with the batch size)."""
+    model, processor, ds, _ = tiny
+    model = _ending_model(model)
+    if generation.get("num_beams"):  # the test has teeth: the batched beam search really pads with eos
+        pixels = processor.image_processor(list(ds["test"]["image"]), return_tensors="pt")["pixel_values"]
+        ids = model.generate(pixel_values=pixels, **generation)
+        eos = model.config.eos_token_id
+        assert any(bool(((row[1:-1] == eos) & (row[2:] == eos)).any()) for row in ids)
+    results = [evaluate_model(model, processor, ds["test"], batch_size=size, caption_metrics=False, progress=False,
+                              generation_kwargs=generation) for size in (1, 12)]
+    for key in ("cam_agreement", "pointing_game_captioner", "energy_pointing_captioner", "pxap_captioner",
+                "max_box_acc_v2_captioner", "mean_caption_words"):
+        assert results[0][key] == pytest.approx(results[1][key], abs=1e-6), key
+
+
+def test_the_classifier_class_says_it_does_not_generate(tiny):
+    model, _, _, model_dir = tiny
+    from cam_joint import CamJointForImageClassification
+
+    classifier = CamJointForImageClassification.from_pretrained(model_dir)
+    with pytest.raises(TypeError, match="only classifies.*AutoModel"):
+        classifier.generate(pixel_values=torch.zeros(1, 3, 64, 64))

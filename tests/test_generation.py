@@ -16,6 +16,7 @@ uncached computations), and the eos logit is biased so that some captions end ea
 from __future__ import annotations
 
 import functools
+import warnings
 
 import pytest
 import torch
@@ -26,6 +27,7 @@ from cam_joint import CamJointConfig, CamJointImageProcessor, CamJointModel, Cam
     build_caption_tokenizer
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
+NEVER = [PAD, BOS]  # suppress_tokens of every CamJoint generation config
 VOCAB, EMBED_DIM, MAX_LEN = 30, 32, 12
 # Smallest gap between two scores whose order decides the result; below it, float noise between the cached (HF)
 # and uncached (reference) computations could legitimately swap them, so such a case is a bad test case, not a bug.
@@ -62,6 +64,7 @@ def next_token_log_probs(model: CamJointModel, z: torch.Tensor, sequences: list[
     ids = torch.tensor(sequences, dtype=torch.long)
     logits = model.captioner(input_ids=ids, image_embeds=z.expand(len(sequences), -1)).logits
     log_probs = logits.double().log_softmax(-1)  # (beams, T, V)
+    log_probs[:, -1, NEVER] = float("-inf")  # the saved generation config's suppress_tokens (pad, bos)
     prefix = log_probs[:, :-1].gather(2, ids[:, 1:, None]).squeeze(2).sum(1)
     return prefix, log_probs[:, -1]
 
@@ -93,6 +96,7 @@ def hand_greedy(model: CamJointModel, z: torch.Tensor, max_length: int = MAX_LEN
     finished = torch.zeros(z.shape[0], dtype=torch.bool)
     for _ in range(max_length - tokens.shape[1]):
         logits = model.captioner(input_ids=tokens, image_embeds=z).logits[:, -1].float()
+        logits[:, NEVER] = float("-inf")  # pad and bos are never generated (suppress_tokens)
         if banned is not None:
             logits[:, banned] = float("-inf")
         nxt = torch.multinomial(logits.softmax(-1), 1)[:, 0] if sample else logits.argmax(-1)
@@ -470,9 +474,48 @@ def test_use_cache_false_equals_cached_generation_even_when_pad_is_generated():
     model emits the pad token as a word in mid-caption (row 5): only LEFT padding of a prompt may be skipped, a
     generated pad must be fed to the LSTM like any other token."""
     model, z = make_model(1, "every_step", 1, eos_bias=1.5, scale=0.8), embeds(1, 8)
-    cached = model.generate(image_embeds=z)
+    allow_pad = {"suppress_tokens": []}  # the saved config suppresses pad; a user may lift it
+    cached = model.generate(image_embeds=z, **allow_pad)
     assert any(PAD in strip(row, fill=(PAD,))[1:] for row in cached), "test model should generate a pad mid-caption"
-    torch.testing.assert_close(model.generate(image_embeds=z, use_cache=False), cached, rtol=0, atol=0)
+    torch.testing.assert_close(model.generate(image_embeds=z, use_cache=False, **allow_pad), cached, rtol=0, atol=0)
     for num_beams in (2, 3):
-        torch.testing.assert_close(model.generate(image_embeds=z, num_beams=num_beams, use_cache=False),
-                                   model.generate(image_embeds=z, num_beams=num_beams), rtol=0, atol=0)
+        torch.testing.assert_close(model.generate(image_embeds=z, num_beams=num_beams, use_cache=False, **allow_pad),
+                                   model.generate(image_embeds=z, num_beams=num_beams, **allow_pad), rtol=0, atol=0)
+
+
+def test_pad_and_bos_are_never_generated_even_when_their_logits_are_highest(tmp_path):
+    """The saved generation config suppresses pad and bos (and so does the model's own decode): a caption cannot
+    hide a pad that decoding would drop. Checked on a model whose pad and bos logits are forced far above the rest,
+    after a save / load round trip, for greedy, beams and sampling."""
+    import copy
+
+    model = copy.deepcopy(make_model(0))
+    with torch.no_grad():
+        model.captioner.lm_head.bias[PAD] += 100.0
+        model.captioner.lm_head.bias[BOS] += 90.0
+    model.save_pretrained(tmp_path)
+    loaded = CamJointModel.from_pretrained(tmp_path).eval()
+    assert {PAD, BOS} <= set(loaded.generation_config.suppress_tokens)
+    z = embeds(0, 4)
+    for options in ({}, {"num_beams": 3}, {"do_sample": True}):
+        ids = loaded.generate(image_embeds=z, **options)
+        for row in ids.tolist():
+            words = strip(torch.tensor(row))[1:]
+            assert PAD not in words and BOS not in words, (options, row)
+    greedy = loaded.greedy_captions(z)
+    assert not bool(((greedy[:, 1:] == PAD) & (greedy[:, 1:].roll(-1, 1) != PAD)).any())
+
+
+def test_max_new_tokens_on_a_saved_checkpoint_gives_no_warning(tmp_path, caplog):
+    """The saved generation config sets max_length; asking for max_new_tokens must not warn that both are set."""
+    make_model(0).save_pretrained(tmp_path)
+    loaded = CamJointModel.from_pretrained(tmp_path).eval()
+    z = embeds(0, 2)
+    caplog.set_level("WARNING")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ids = loaded.generate(image_embeds=z, max_new_tokens=4)
+        beams = loaded.generate(image_embeds=z, max_new_tokens=4, num_beams=2)
+    assert ids.shape[1] <= 5 and beams.shape[1] <= 5  # bos + at most 4 new tokens
+    assert not [r for r in caplog.records if "max_length" in r.getMessage() or "deprecated" in r.getMessage()]
+    assert loaded.generate(image_embeds=z).shape[1] <= MAX_LEN  # the saved max_length still holds by default

@@ -56,7 +56,7 @@ def test_caption_cli_prints_each_caption_and_the_top_classes(tiny, capsys):
         assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1.0, abs=1e-3)
     # The printed caption is the model's own (greedy) caption.
     result = predict(model, processor, [load_image(images[0])])[0]
-    assert f"caption: {result['caption']}\n" in blocks[0]
+    assert re.search(rf"caption: {re.escape(result['caption'])}(  \[stopped at the maximum length.*\])?\n", blocks[0])
     assert [c[1] for c in result["top_classes"]] == re.findall(r"^\s+\d\. (\S+)", blocks[0], flags=re.M)
 
 
@@ -123,3 +123,63 @@ def test_missing_or_corrupt_images_are_named(tiny, tmp_path, capsys):
     assert cli_main(["explain", "--model", str(model_dir), str(images[0]), "--output", str(tmp_path / "x.png"),
                      "--label", "no_such_bird"]) == 2
     assert "unknown class 'no_such_bird'" in capsys.readouterr().err
+
+
+def test_caption_takes_a_folder_and_skips_bad_files_when_asked(tiny, tmp_path, capsys):
+    _, _, _, model_dir, images = tiny
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for image in images:
+        (folder / image.name).write_bytes(image.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "notes.txt").write_text("not an image, and not an image name")  # ignored: not an image suffix
+    assert cli_main(["caption", "--model", str(model_dir), str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "--skip-bad" in err and len(err.strip().splitlines()) == 1
+    assert cli_main(["caption", "--model", str(model_dir), str(folder), "--skip-bad"]) == 0
+    out, err = capsys.readouterr()
+    assert [line for line in out.splitlines() if not line.startswith(" ")] == [str(folder / p.name) for p in images]
+    assert out.count("caption:") == 2 and "skipped 1 unreadable file" in err and "broken.jpg" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli_main(["caption", "--model", str(model_dir), str(empty)]) == 2
+    assert "no image files" in capsys.readouterr().err
+
+
+def test_a_caption_cut_by_the_maximum_length_says_so(tiny, capsys):
+    _, _, _, model_dir, images = tiny
+    assert cli_main(["caption", "--model", str(model_dir), str(images[0])]) == 0
+    caption_line = next(line for line in capsys.readouterr().out.splitlines() if "caption:" in line)
+    # An untrained model never emits eos: its caption runs to max_caption_length, and the output says so.
+    assert caption_line.endswith("[stopped at the maximum length, 12 tokens, no eos]")
+
+
+def test_explain_a_folder_writes_one_png_per_image(tiny, tmp_path, capsys):
+    _, _, _, model_dir, images = tiny
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for image in images:
+        (folder / image.name).write_bytes(image.read_bytes())
+    assert cli_main(["explain", "--model", str(model_dir), str(folder), "--output", str(tmp_path / "cams")]) == 0
+    assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == sorted(f"{p.stem}_cam.png" for p in images)
+
+
+def test_model_folder_errors_are_one_line(tiny, tmp_path, capsys):
+    """A missing weights file, or weights that do not fit the config, give one `error:` line and exit code 2."""
+    import json
+    import shutil
+
+    _, _, _, model_dir, images = tiny
+    no_weights = tmp_path / "no_weights"
+    shutil.copytree(model_dir, no_weights)
+    (no_weights / "model.safetensors").unlink()
+    misfit = tmp_path / "misfit"
+    shutil.copytree(model_dir, misfit)
+    config = json.loads((misfit / "config.json").read_text())
+    config.update(encoder_name="resnet18", encoder_channels=None)
+    (misfit / "config.json").write_text(json.dumps(config))
+    for folder, expected in ((no_weights, "model.safetensors"), (misfit, "do not fit")):
+        assert cli_main(["caption", "--model", str(folder), str(images[0])]) == 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and expected in errors[0] and "Traceback" not in err, err

@@ -266,3 +266,57 @@ def test_resaving_a_loaded_model_writes_the_code_files_again(round_trip):
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(results["resaved_files"])
     auto_map = results["resaved_auto_map"]
     assert {"AutoConfig", "AutoModel", "AutoModelForImageClassification"} <= set(auto_map)
+
+
+GRAD_CAM_CHILD = textwrap.dedent(r'''
+    import json, os, sys
+    sys.modules["cam_joint"] = None
+    SRC = os.path.realpath(sys.argv[2])
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != SRC]
+    import numpy as np, torch
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from transformers import AutoModelForImageClassification
+
+    model = AutoModelForImageClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(pixel_values=x).logits
+
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    cam = GradCAM(model=Logits(model), target_layers=[model.feature_map])
+    targets = [ClassifierOutputTarget(1), ClassifierOutputTarget(2)]
+    cam(input_tensor=pixels, targets=targets)
+    raw = cam.get_cam_image(pixels, model.feature_map, targets, cam.activations_and_grads.activations[0].numpy(),
+                            cam.activations_and_grads.gradients[0].numpy(), False)
+    ours = model.grad_cam(pixels, labels=torch.tensor([1, 2])).detach().numpy()
+    print(json.dumps({"frozen": bool(model.config.freeze_encoder),
+                      "max_abs_diff": float(np.abs(np.maximum(raw, 0) - ours).max()),
+                      "reference_max": float(np.maximum(raw, 0).max())}))
+''')
+
+
+def test_grad_cam_libraries_hook_feature_map_of_a_frozen_encoder_in_a_fresh_process(tmp_path):
+    """`model.feature_map` is the layer to hook whatever freeze_encoder says: pytorch-grad-cam on a frozen-encoder
+    checkpoint loaded with trust_remote_code (cam_joint not importable) gives our Grad-CAM maps."""
+    torch.manual_seed(0)
+    config = CamJointConfig(encoder_name="resnet18", freeze_encoder=True, vocab_size=12, num_labels=4,
+                            intermediate_size=16, hidden_size=8, word_embedding_size=8)
+    model = CamJointModel(config)
+    with torch.no_grad():
+        model.classifier.weight.normal_(0, 0.5)
+    model.save_pretrained(tmp_path / "ckpt")
+    script = tmp_path / "child.py"
+    script.write_text(GRAD_CAM_CHILD)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "TRANSFORMERS_VERBOSITY": "error"}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "ckpt"), str(SRC.parent)], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["frozen"] and result["reference_max"] > 0
+    assert result["max_abs_diff"] <= 1e-5 * result["reference_max"]

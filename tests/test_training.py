@@ -96,9 +96,87 @@ def test_semantic_concepts_are_the_most_frequent_words_present_in_any_caption():
 
 def test_frozen_encoder_trains_from_the_feature_cache(tmp_path):
     cache = tmp_path / "cache"
-    train(tmp_path / "first", "--max-steps", "1", "--freeze-encoder", "--cache-dir", str(cache))
+    train(tmp_path / "first", "--max-steps", "1", "--freeze-encoder", "--allow-random-frozen-encoder",
+          "--cache-dir", str(cache))
     (entry,) = cache.glob("*.f16")
     written = entry.stat().st_mtime_ns
-    train(tmp_path / "second", "--max-steps", "1", "--freeze-encoder", "--cache-dir", str(cache))
+    train(tmp_path / "second", "--max-steps", "1", "--freeze-encoder", "--allow-random-frozen-encoder",
+          "--cache-dir", str(cache))
     assert list(cache.glob("*.f16")) == [entry] and entry.stat().st_mtime_ns == written  # reused, not recomputed
     assert json.loads((tmp_path / "second" / "config.json").read_text())["freeze_encoder"] is True
+
+
+def test_training_args_record_every_resolved_option_and_repeat_the_run(trained, tmp_path):
+    recorded = json.loads((trained / "training_args.json").read_text())
+    # Options the command line left unset are recorded with the value the run used, not null.
+    assert recorded["freeze_encoder"] is False and recorded["conditioning"] == "every_step"
+    assert recorded["variant"] == "cam" and recorded["cam_method"] == "gradcam"
+    assert recorded["model_config"]["hidden_size"] == 16 and recorded["preprocessing"]["input_size"] == [3, 48, 48]
+    assert cli_main(["train", "--args-from", str(trained / "training_args.json"), "--output-dir",
+                     str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert again == json.loads((trained / "metrics.json").read_text())
+
+
+def test_a_frozen_encoder_without_pretrained_weights_is_refused(tmp_path, capsys):
+    assert cli_main(["train", *TINY, "--freeze-encoder", "--max-steps", "1", "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "frozen but has no pretrained weights" in err and "--encoder-weights" in err
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_encoder_weights_from_a_local_timm_checkpoint(tmp_path):
+    """--encoder-weights loads a timm checkpoint the test saves (safetensors, .pth, a timm folder) through timm's own
+    loader; weights of another architecture or a damaged file give an error naming the file."""
+    import timm
+    from safetensors.torch import save_file
+
+    from cam_joint import CamJointConfig, CamJointModel
+
+    torch.manual_seed(7)
+    source = timm.create_model("resnet10t", pretrained=False)  # with its classifier, as timm checkpoints come
+    files = {"safetensors": tmp_path / "w.safetensors", "pth": tmp_path / "w.pth", "folder": tmp_path / "timm"}
+    save_file(source.state_dict(), files["safetensors"])
+    torch.save(source.state_dict(), files["pth"])
+    files["folder"].mkdir()
+    save_file(source.state_dict(), files["folder"] / "model.safetensors")
+    (files["folder"] / "config.json").write_text(json.dumps({"architecture": "resnet10t"}))
+    config = dict(encoder_name="resnet10t", vocab_size=10, num_labels=3, intermediate_size=8, hidden_size=8,
+                  word_embedding_size=8)
+    for path in files.values():
+        model = CamJointModel(CamJointConfig(**config))
+        model.load_pretrained_encoder(path)
+        expected = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
+        assert model.encoder.state_dict().keys() == expected.keys()
+        assert all(torch.equal(model.encoder.state_dict()[k], v) for k, v in expected.items()), path
+        assert model.config.encoder_weights == str(path)
+    save_file(timm.create_model("resnet18", pretrained=False).state_dict(), tmp_path / "other.safetensors")
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(b"not a safetensors file at all")
+    for path, words in ((tmp_path / "other.safetensors", "other.safetensors"), (damaged, "damaged.safetensors"),
+                        (tmp_path / "missing.pth", "not found")):
+        with pytest.raises((ValueError, FileNotFoundError), match=words):
+            CamJointModel(CamJointConfig(**config)).load_pretrained_encoder(path)
+    out = train(tmp_path / "run", "--encoder-weights", str(files["safetensors"]), "--freeze-encoder",
+                "--max-steps", "1", "--cache-dir", str(tmp_path / "cache"))
+    assert json.loads((out / "training_args.json").read_text())["encoder_weights"] == str(files["safetensors"])
+
+
+def test_tensorboard_holds_step_epoch_and_eval_values(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = train(tmp_path / "tb", "--max-steps", "4", "--report-to", "tensorboard")
+    # The tracker's run folder (Accelerate's TensorBoard tracker writes the scalars there; hparams go to a subfolder).
+    files = sorted(out.rglob("events.out.tfevents*"), key=lambda f: len(f.parts))
+    events = EventAccumulator(str(files[0].parent))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert {"train/class_loss", "train/caption_loss", "train/cam_loss", "lr"} <= set(scalars)
+    # 12 training images / batch 4 = 3 steps an epoch: epoch means after steps 3 and 4 (the run's end).
+    epoch_loss = events.Scalars("epoch/loss")
+    assert [e.step for e in epoch_loss] == [3, 4]
+    train_loss = [e.value for e in events.Scalars("train/loss")]
+    assert epoch_loss[0].value == pytest.approx(sum(train_loss[:3]) / 3, rel=1e-5)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert events.Scalars("eval/top1")[-1].value == pytest.approx(metrics["top1"])

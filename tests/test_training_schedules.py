@@ -69,7 +69,7 @@ def same_generation_here(checkpoint: Path) -> list:
 def test_semantic_two_stage_training_from_the_cli_round_trips(tmp_path, caplog):
     caplog.set_level("INFO", logger="cam_joint.train")
     out = train(tmp_path / "semantic", "--config", str(REPO / "hub_configs" / "cub_semantic.json"),
-                "--stage1-epochs", "0.5", "--max-steps", "4")
+                "--stage1-epochs", "0.5", "--max-steps", "4", "--allow-random-frozen-encoder")
     messages = "\n".join(r.getMessage() for r in caplog.records)
     # 12 images / batch 4 = 3 steps per epoch: stage 1 is round(0.5 * 3) = 2 steps, then joint.
     assert "stage 1 (CNN on concepts, LSTM on ground-truth concepts) for steps 1-2, then joint" in messages
@@ -115,13 +115,14 @@ def test_self_critical_training_from_the_cli(tmp_path, caplog, variant):
     assert (out / "model.safetensors").exists()
 
 
-def test_schedule_options_are_checked(tmp_path):
-    with pytest.raises(ValueError, match="--stage1-epochs is the semantic variant's two-stage training"):
-        train(tmp_path / "a", "--variant", "cam", "--stage1-epochs", "1", "--max-steps", "1")
-    with pytest.raises(ValueError, match="variant='cnn' has none"):
-        train(tmp_path / "b", "--variant", "cnn", "--scst-after-epochs", "0", "--max-steps", "1")
-    with pytest.raises(ValueError, match="falls inside stage 1"):
-        train(tmp_path / "c", "--variant", "semantic", "--stage1-epochs", "1", "--scst-after-epochs", "0.5")
+def test_schedule_options_are_checked(tmp_path, capsys):
+    for options, message in (
+        (["--variant", "cam", "--stage1-epochs", "1"], "--stage1-epochs is the semantic variant's two-stage training"),
+        (["--variant", "cnn", "--scst-after-epochs", "0"], "variant='cnn' has none"),
+        (["--variant", "semantic", "--stage1-epochs", "1", "--scst-after-epochs", "0.5"], "falls inside stage 1"),
+    ):
+        assert cli_main(["train", *TINY, *options, "--max-steps", "1", "--output-dir", str(tmp_path)]) == 2
+        assert message in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------- the model's side

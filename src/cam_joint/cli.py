@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# What a user's input (a path, a file, an option, a config) can be wrong with; anything else is a bug and keeps its
+# traceback.
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, OSError)
 
 COMMANDS = {
     "prepare-data": ("cam_joint.data.prepare", "main", "Build a dataset from its original layout and save it."),
     "train": ("cam_joint.training", "main", "Train a model (Accelerate loop; synthetic data by default)."),
     "evaluate": ("cam_joint.evaluation_cli", "main",
                  "Evaluate a saved model: accuracy, caption metrics, CAM agreement."),
-    "caption": ("cam_joint.inference", "caption_main", "Caption images and print their top-5 classes."),
-    "explain": ("cam_joint.inference", "explain_main", "Draw the classifier's and captioner's CAMs for an image."),
+    "caption": ("cam_joint.inference_cli", "caption_main", "Caption images and print their top-5 classes."),
+    "explain": ("cam_joint.inference_cli", "explain_main", "Draw the classifier's and captioner's CAMs for an image."),
+    "demo": ("cam_joint.demo", "main", "Start a demo page (Gradio): classes, caption and CAMs of an uploaded image."),
 }
 
 
@@ -42,7 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = argparse.ArgumentParser(prog=f"cam-joint {argv[0]}", description=help_text)
     module.add_arguments(sub) if func_name == "main" else getattr(module, f"add_{func_name}_arguments")(sub)
     args = sub.parse_args(argv[1:])
-    result = getattr(module, func_name)(args)
+    try:
+        result = getattr(module, func_name)(args)
+    except USER_ERRORS as error:
+        # A missing file, a config that does not fit its weights, a bad image or option: one line naming it, not a
+        # traceback (CAM_JOINT_DEBUG=1 shows the traceback).
+        if os.environ.get("CAM_JOINT_DEBUG"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

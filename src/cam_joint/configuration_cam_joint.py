@@ -66,6 +66,11 @@ class CamJointConfig(PretrainedConfig):
             Extra keyword arguments of `timm.create_model` for the encoder, e.g. `{"output_stride": 16}` for a finer
             feature map (and so finer CAMs) from the same weights. Saved with the config, so a checkpoint rebuilds
             exactly the encoder it was trained with.
+        encoder_weights (`str`, *optional*):
+            A local timm checkpoint for the encoder's pretrained weights: a `.safetensors`, `.pth` or `.bin` file, or
+            a folder with timm's `model.safetensors` (or `pytorch_model.bin`) and `config.json`, loaded by
+            [`CamJointModel.load_pretrained_encoder`] through timm's own loader (`pretrained_cfg_overlay`) instead of
+            downloading. Recorded for provenance: a saved checkpoint holds the encoder's weights itself.
         encoder_feature_stage (`int`, *optional*):
             Read A from this stage of the encoder (an index of timm's `feature_info`, e.g. 3 for a ResNet's layer3)
             instead of its last feature map; the later stages are pruned away (timm's `prune_intermediate_layers`).
@@ -137,6 +142,7 @@ class CamJointConfig(PretrainedConfig):
         encoder_name: str = "resnet18",
         encoder_channels: int | None = None,
         encoder_kwargs: dict | None = None,
+        encoder_weights: str | None = None,
         encoder_feature_stage: int | None = None,
         freeze_encoder: bool = True,
         variant: str = "cam",
@@ -185,6 +191,7 @@ class CamJointConfig(PretrainedConfig):
             raise ValueError(f"CamJointConfig.encoder_kwargs must be a dict of timm.create_model arguments, got "
                              f"{encoder_kwargs!r}")
         self.encoder_kwargs = dict(encoder_kwargs) if encoder_kwargs else None
+        self.encoder_weights = None if encoder_weights is None else str(encoder_weights)
         self.encoder_feature_stage = None if encoder_feature_stage is None else int(encoder_feature_stage)
         self.freeze_encoder = freeze_encoder
         self.variant = variant

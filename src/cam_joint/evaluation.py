@@ -384,9 +384,9 @@ def _check_generation_length(model, generation_kwargs: Mapping[str, Any]) -> Non
 def _progress(iterable, enabled: bool, total: int):
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
+    from cam_joint.progress import progress_bar
 
-    return tqdm(iterable, desc="evaluate", unit="batch", total=total)
+    return progress_bar(iterable, desc="evaluate", unit="batch", total=total)
 
 
 def _mean(values) -> float:

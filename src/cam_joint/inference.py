@@ -1,6 +1,6 @@
 """Captioning, top-5 classes and CAM pictures for single images.
 
-    cam-joint caption --model runs/cam bird1.jpg bird2.jpg
+    cam-joint caption --model runs/cam bird1.jpg bird2.jpg          (`inference_cli`)
     cam-joint explain --model runs/cam bird1.jpg --output bird1_cam.png [--label CLASS]
 
 `explain_figure` draws the paper's Figures 3/4: the preprocessed (cropped) image, the classifier's Grad-CAM for its
@@ -11,9 +11,7 @@ nothing here touches the caller's matplotlib backend or leaks figures.
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -24,8 +22,8 @@ import torch.nn.functional as F
 
 from .prediction import image_processor_of, predict_batch
 
-__all__ = ["load_image", "predict", "explain_figure", "save_cam_pictures", "resolve_label",
-           "add_caption_main_arguments", "caption_main", "add_explain_main_arguments", "explain_main"]
+__all__ = ["load_image", "predict", "cam_overlay", "unnormalize", "upsample_map", "explain_figure", "save_cam_pictures",
+           "resolve_label"]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -75,7 +73,7 @@ def resolve_label(model, label: int | str) -> int:
     raise ValueError(f"unknown class {label!r}: give a class id (0..{num_labels - 1}) or a name such as {examples}")
 
 
-def _unnormalize(pixel_values: torch.Tensor, data_config: Mapping[str, Any] | None) -> np.ndarray:
+def unnormalize(pixel_values: torch.Tensor, data_config: Mapping[str, Any] | None) -> np.ndarray:
     """(3, H, W) normalised tensor -> (H, W, 3) float image in [0, 1]."""
     image = pixel_values.detach().float().cpu()
     if data_config is not None:
@@ -85,13 +83,24 @@ def _unnormalize(pixel_values: torch.Tensor, data_config: Mapping[str, Any] | No
     return image.clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def _upsample(cam: torch.Tensor, height: int, width: int) -> np.ndarray:
+def upsample_map(cam: torch.Tensor, height: int, width: int) -> np.ndarray:
     """(h, w) map -> (H, W) bilinear, min-max scaled to [0, 1] as Grad-CAM pictures are (a constant map -> 0)."""
     up = F.interpolate(cam.detach().float().cpu()[None, None], size=(height, width), mode="bilinear",
                        align_corners=False)[0, 0]
     up = up - up.min()
     span = float(up.max())
     return (up / span).numpy() if span > 0 else up.numpy()
+
+
+def cam_overlay(pixel_values: torch.Tensor, cam: torch.Tensor, data_config: Mapping[str, Any] | None,
+                alpha: float = 0.5) -> np.ndarray:
+    """The preprocessed image (3, H, W) with a map (h, w) upsampled and overlaid in the jet colour map, as the
+    explain figures draw it: (H, W, 3) uint8."""
+    from matplotlib import colormaps
+
+    shown = unnormalize(pixel_values, data_config)
+    heat = colormaps["jet"](upsample_map(cam, *shown.shape[:2]))[..., :3]
+    return np.round(255 * ((1 - alpha) * shown + alpha * heat)).clip(0, 255).astype(np.uint8)
 
 
 def predict(model, processor, images: Sequence, generation_kwargs: Mapping[str, Any] | None = None,
@@ -158,7 +167,7 @@ def explain_figure(model, processor, image, label: int | str | None = None, *, t
         caption = prediction.captions[0]
         panels.append((f"Captioner CAM:\n\"{caption or '(empty caption)'}\"", prediction.caption_maps[0]))
 
-    shown = _unnormalize(pixel_values[0], data_config)
+    shown = unnormalize(pixel_values[0], data_config)
     height, width = shown.shape[:2]
     wrap = 34
     columns = 1 + len(panels)
@@ -176,7 +185,7 @@ def explain_figure(model, processor, image, label: int | str | None = None, *, t
     axes[0].set_title(image_title, fontsize=9)
     heat = None
     for axis, (text, cam) in zip(axes[1:], panels):
-        up = _upsample(cam, height, width)
+        up = upsample_map(cam, height, width)
         axis.imshow(shown)
         heat = axis.imshow(up, cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0, interpolation="bilinear")
         if float(cam.max()) == float(cam.min()):
@@ -237,79 +246,3 @@ def save_cam_pictures(model, processor, dataset, output_dir: str | Path, count: 
         figure.savefig(path, dpi=dpi)
         paths.append(path)
     return paths
-
-
-# ----------------------------------------------------------------------------------------------- CLI
-def _load(model_dir: str, device: str | None):
-    from cam_joint import CamJointModel, CamJointProcessor
-
-    if not Path(model_dir).is_dir():
-        raise FileNotFoundError(f"model folder not found: {model_dir}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = CamJointModel.from_pretrained(model_dir).to(device).eval()
-    return model, CamJointProcessor.from_pretrained(model_dir)
-
-
-def _generation_kwargs(args) -> dict:
-    return {} if getattr(args, "num_beams", None) is None else {"num_beams": args.num_beams}
-
-
-def add_caption_main_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="saved model folder")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    parser.add_argument("--top-k", type=int, default=5, help="classes to list per image (default 5)")
-    parser.add_argument("--num-beams", type=int, default=None, help="beam width (default: the model's config)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default=None)
-
-
-def caption_main(args: argparse.Namespace) -> int:
-    try:
-        images = [load_image(path) for path in args.images]  # every file checked before the model loads
-        model, processor = _load(args.model, args.device)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for start in range(0, len(images), args.batch_size):
-        batch = images[start:start + args.batch_size]
-        results = predict(model, processor, batch, _generation_kwargs(args), top_k=args.top_k)
-        for path, result in zip(args.images[start:start + args.batch_size], results):
-            print(path)
-            if "caption" in result:
-                print(f"  caption: {result['caption']}")
-            if "top_classes" in result:
-                print(f"  top-{len(result['top_classes'])} classes:")
-                for rank, (index, name, prob) in enumerate(result["top_classes"], start=1):
-                    print(f"    {rank}. {name:<40} {prob:.4f}  (id {index})")
-    return 0
-
-
-def add_explain_main_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="saved model folder")
-    parser.add_argument("image", metavar="IMAGE", help="image file")
-    parser.add_argument("--output", required=True, help="PNG file to write")
-    parser.add_argument("--label", default=None,
-                        help="class (id or name) whose classifier CAM to draw (default: the predicted class)")
-    parser.add_argument("--num-beams", type=int, default=None, help="beam width (default: the model's config)")
-    parser.add_argument("--dpi", type=int, default=150)
-    parser.add_argument("--device", default=None)
-
-
-def explain_main(args: argparse.Namespace) -> int:
-    try:
-        image = load_image(args.image)
-        model, processor = _load(args.model, args.device)
-        if args.label is not None:
-            if model.classifier is None:
-                raise ValueError(f"--label: variant {model.config.variant!r} has no classifier")
-            resolve_label(model, args.label)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    figure = explain_figure(model, processor, image, label=args.label, generation_kwargs=_generation_kwargs(args),
-                            title=Path(args.image).name)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=args.dpi)
-    print(f"wrote {output}")
-    return 0

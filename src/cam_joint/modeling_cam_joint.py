@@ -19,7 +19,9 @@ This file ships next to every checkpoint as remote code: it imports only torch, 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence, Union
 
 import timm
@@ -180,9 +182,20 @@ def _leaf_if_needed(tensor: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------------- the encoder
 def create_encoder(config: CamJointConfig, pretrained: bool) -> nn.Module:
     """f_encode: the timm CNN of `config.encoder_name` (with `encoder_kwargs`), without its classifier and pooling,
-    pruned after `encoder_feature_stage` when that is set."""
-    encoder = timm.create_model(config.encoder_name, pretrained=pretrained, num_classes=0, global_pool="",
-                                in_chans=getattr(config, "num_channels", 3), **(config.encoder_kwargs or {}))
+    pruned after `encoder_feature_stage` when that is set. `pretrained`: timm's weights, from `encoder_weights`
+    when that names a local checkpoint, else timm's own source (a download)."""
+    kwargs = dict(config.encoder_kwargs or {})
+    if pretrained and config.encoder_weights:
+        kwargs["pretrained_cfg_overlay"] = {"file": str(_weights_file(config.encoder_weights))}
+    try:
+        encoder = timm.create_model(config.encoder_name, pretrained=pretrained, num_classes=0, global_pool="",
+                                    in_chans=getattr(config, "num_channels", 3), **kwargs)
+    except Exception as error:
+        if not (pretrained and config.encoder_weights):
+            raise
+        raise ValueError(f"encoder weights {config.encoder_weights} could not be loaded into encoder "
+                         f"{config.encoder_name!r} (another architecture, or a damaged file?): "
+                         f"{_first_lines(error)}") from error
     stage = config.encoder_feature_stage
     if stage is not None:
         stages = len(getattr(encoder, "feature_info", []) or [])
@@ -193,6 +206,28 @@ def create_encoder(config: CamJointConfig, pretrained: bool) -> nn.Module:
                              f"forward_intermediates support")
         encoder.prune_intermediate_layers(indices=[stage], prune_norm=True, prune_head=True)
     return encoder
+
+
+def _weights_file(path: str) -> Path:
+    """The checkpoint file of `encoder_weights`: the file itself, or the weights file of a timm folder."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"encoder weights folder {path} holds no model.safetensors or pytorch_model.bin")
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder weights file not found: {path}")
+    if path.suffix not in (".safetensors", ".pth", ".bin", ".pt"):
+        raise ValueError(f"encoder weights {path}: expected a .safetensors, .pth, .bin or .pt file")
+    return path
+
+
+def _first_lines(error: Exception, count: int = 3) -> str:
+    """An error's message cut to its first lines: timm lists every missing key, which can run to hundreds."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = " ".join(lines[:count])
+    return text[:600] + (" ..." if len(text) > 600 or len(lines) > count else "")
 
 
 def encoder_channels(encoder: nn.Module, config: CamJointConfig) -> int:
@@ -221,17 +256,26 @@ class CamJointPreTrainedModel(PreTrainedModel):
         re-creates every parameter with requires_grad=True). Parts a class does not build (the captioner for the
         classifier) are `_keys_to_ignore_on_load_unexpected`."""
         output_loading_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        bad = {name: sorted(info.get(name) or ()) for name in ("missing_keys", "unexpected_keys")}
+        # Mismatched shapes are loaded "ignored" here so that the error below can name them (Transformers raises a
+        # RuntimeError pointing at a printed table instead).
+        user_ignores = kwargs.pop("ignore_mismatched_sizes", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, ignore_mismatched_sizes=True,
+                                              **kwargs)
+        bad = {name: sorted(str(k) for k in (info.get(name) or ())) for name in ("missing_keys", "unexpected_keys")}
+        if not user_ignores:
+            bad["mismatched_keys"] = [f"{key} {tuple(old)} in the checkpoint, {tuple(new)} here"
+                                      for key, old, new in (info.get("mismatched_keys") or ())]
         bad = {name: keys for name, keys in bad.items() if keys}
         if bad:
             details = "; ".join(f"{len(keys)} {name.replace('_', ' ')} (e.g. {', '.join(keys[:3])})"
                                 for name, keys in bad.items())
             raise ValueError(f"the checkpoint's weights do not fit this {cls.__name__} (encoder "
-                             f"{model.config.encoder_name!r}): {details}. Check encoder_name and the sizes in the "
-                             f"config.")
+                             f"{model.config.encoder_name!r}): {details}. Check encoder_name, encoder_kwargs and "
+                             f"the sizes in the config.")
         if hasattr(model, "encoder"):
             model.set_encoder_trainable(not model.config.freeze_encoder)
+        if getattr(model, "generation_config", None) is not None:
+            _never_generate_special_tokens(model.generation_config, model.config)  # checkpoints saved before too
         return (model, info) if output_loading_info else model
 
     @torch.no_grad()
@@ -281,8 +325,11 @@ class CamJointPreTrainedModel(PreTrainedModel):
             self.encoder.eval()  # a frozen encoder keeps its BatchNorm statistics: its features must not drift
         return self
 
-    def load_pretrained_encoder(self) -> None:
-        """Load the encoder's ImageNet weights from timm (downloads them once). The only place weights are fetched."""
+    def load_pretrained_encoder(self, weights: str | None = None) -> None:
+        """Load the encoder's pretrained weights: from `weights` (or `config.encoder_weights`), a local timm
+        checkpoint, else timm's ImageNet weights (downloaded once: the only place weights are ever fetched)."""
+        if weights is not None:
+            self.config.encoder_weights = str(weights)
         self.encoder.load_state_dict(create_encoder(self.config, pretrained=True).state_dict())
 
     def encoder_data_config(self) -> dict:
@@ -309,6 +356,9 @@ class CamJointPreTrainedModel(PreTrainedModel):
             maps = self.encoder.forward_features(pixel_values)
         else:
             maps = self.encoder.forward_intermediates(pixel_values, indices=[stage], intermediates_only=True)[0]
+        if torch.is_grad_enabled() and not maps.requires_grad:
+            # A frozen encoder's A carries no graph; a Grad-CAM library hooking `feature_map` needs its gradient.
+            maps = maps.detach().requires_grad_()
         if maps.ndim != 4:
             raise ValueError(f"encoder {self.config.encoder_name!r} returns features of shape {tuple(maps.shape)}; "
                              f"CamJoint needs a CNN feature map (B, C, h, w)")
@@ -488,6 +538,7 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
         self.set_encoder_trainable(not config.freeze_encoder)
         self.post_init()
         if self.generation_config is not None:
+            _never_generate_special_tokens(self.generation_config, config)
             self.generation_config.max_length = config.max_caption_length
             if config.variant == "semantic":
                 self.generation_config.num_beams = 3  # beam width 3 at inference (Liu et al. 2017)
@@ -585,8 +636,31 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
             image_embeds = self.get_image_embeds(pixel_values, feature_maps)
         kwargs.pop("attention_mask", None)  # prompts are bos only; a processor's text mask is not an LSTM input
         # The checkpoint's generation config (generation_config.json) is the joint model's: the captioner reads it.
+        # The loop fills what a call's config leaves unset from the model's own (the captioner's): the checkpoint's
+        # saved config, or, for options given as keyword arguments, a copy of it with them folded in.
         self.captioner.generation_config = self.generation_config
+        if "generation_config" not in kwargs:
+            kwargs = self._with_generation_config(kwargs)
+            self.captioner.generation_config = kwargs["generation_config"]
         return self.captioner.generate(image_embeds=image_embeds, **kwargs)
+
+    def _with_generation_config(self, kwargs: dict) -> dict:
+        """This call's options folded into a copy of the saved generation config. The saved config sets max_length
+        (the captions' longest); a call that asks for max_new_tokens instead means that, without Transformers'
+        warning that both are set."""
+        config = copy.deepcopy(self.generation_config)
+        asked_new_tokens = "max_new_tokens" in kwargs and "max_length" not in kwargs
+        model_kwargs = config.update(**kwargs)
+        if asked_new_tokens:
+            config.max_length = None
+        return {**model_kwargs, "generation_config": config}
+
+
+def _never_generate_special_tokens(generation_config, config: CamJointConfig) -> None:
+    """pad and bos are never a caption's next word: suppressed in generation as `LSTMCaptioner.decode` does, so an
+    untrained model cannot hide a pad inside a caption (decoding drops it and the caption looks shorter than it is)."""
+    suppressed = [config.pad_token_id, config.bos_token_id]
+    generation_config.suppress_tokens = sorted(set(generation_config.suppress_tokens or []) | set(suppressed))
 
 
 # Saving writes `auto_map` and copies this file and its siblings, so a checkpoint loads with trust_remote_code.

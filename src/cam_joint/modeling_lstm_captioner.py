@@ -237,15 +237,19 @@ class CamJointLSTMCaptioner(PreTrainedModel, GenerationMixin):
         tokens = torch.full((batch, 1), cfg.bos_token_id, dtype=torch.long, device=image_embeds.device)
         running = torch.ones(batch, dtype=torch.bool, device=image_embeds.device)
         cache = self.initial_state(image_embeds)
+        never = torch.tensor([cfg.pad_token_id, cfg.bos_token_id], device=image_embeds.device)
         log_probs, masks = [], []
         for _ in range(max_length - 1):
             step = self(tokens[:, -1:], cache=cache)
             cache = step.cache
             step_log_probs = torch.log_softmax(at_least_float32(step.logits[:, -1]), -1)
+            # pad and bos are never chosen (as the saved generation config's suppress_tokens make generate() do);
+            # the scores stay the model's own log-probabilities.
+            allowed = step_log_probs.detach().index_fill(1, never, float("-inf"))
             if sample:
-                next_token = torch.multinomial(step_log_probs.detach().exp(), 1).squeeze(1)
+                next_token = torch.multinomial(allowed.softmax(-1), 1).squeeze(1)
             else:
-                next_token = step_log_probs.detach().argmax(-1)
+                next_token = allowed.argmax(-1)
             log_probs.append(step_log_probs.gather(1, next_token[:, None]).squeeze(1))
             masks.append(running)
             next_token = torch.where(running, next_token, torch.full_like(next_token, cfg.pad_token_id))

@@ -57,7 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "only the right parts decide the class")
     add("--encoder", help="timm model name (default for synthetic data: resnet10t at output stride 8, read from "
                           "layer3; else the config's)")
-    add("--encoder-pretrained", action="store_true", help="start the encoder from timm's ImageNet weights")
+    add("--encoder-pretrained", action="store_true", help="start the encoder from timm's ImageNet weights (download)")
+    add("--encoder-weights", metavar="PATH",
+        help="start the encoder from a local timm checkpoint: a .safetensors/.pth/.bin file or a folder with timm's "
+             "model.safetensors + config.json (no download)")
+    add("--allow-random-frozen-encoder", action="store_true",
+        help="train heads on a frozen encoder that has no pretrained weights (meaningless features: for tests)")
     freeze = parser.add_mutually_exclusive_group()
     freeze.add_argument("--freeze-encoder", dest="freeze_encoder", action="store_true", default=None)
     freeze.add_argument("--train-encoder", dest="freeze_encoder", action="store_false")
@@ -98,12 +103,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--no-caption-metrics", action="store_true", help="skip BLEU/METEOR/ROUGE/CIDEr (they need Java)")
     add("--push-to-hub", metavar="REPO_ID")
     add("--report-to", default=None, help="Accelerate trackers, e.g. tensorboard")
+    add("--skip-bad", action="store_true", help="skip (and report) missing or damaged images and caption files")
+    add("--args-from", metavar="TRAINING_ARGS_JSON",
+        help="repeat a run: every option (and the model settings) from its training_args.json; --output-dir, "
+             "--resume and --push-to-hub stay this command's")
 
 
 def main(args: argparse.Namespace) -> int:
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
+    from .progress import progress_bar
+
+    if args.args_from:
+        args = repeat_args(args)
     output_dir = Path(args.output_dir)
     accelerator = make_accelerator(args, output_dir)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
@@ -119,9 +131,10 @@ def main(args: argparse.Namespace) -> int:
 
     # 2. Model, tokenizer, processor.
     model, processor = build_model_and_processor(args, train_split, train_split.features["label"].names)
-    if args.encoder_pretrained:
-        model.load_pretrained_encoder()
+    if args.encoder_weights or args.encoder_pretrained:
+        model.load_pretrained_encoder(args.encoder_weights)
     config = model.config
+    check_encoder_is_meaningful(args, config)
     check_schedule_options(args, config)
 
     # 3. Batches: pixels, or cached feature maps when the encoder is frozen.
@@ -158,7 +171,8 @@ def main(args: argparse.Namespace) -> int:
 
     # 6. The loop: one scalar, one backward per step, whatever the objective.
     core = accelerator.unwrap_model(model)
-    progress = tqdm(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
+    progress = progress_bar(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
+    run_log = RunLog(accelerator, progress)
     model.train()
     for epoch in range(start_epoch, epochs):
         train_data.epoch = epoch
@@ -175,14 +189,12 @@ def main(args: argparse.Namespace) -> int:
             if not accelerator.sync_gradients:
                 continue
             step += 1
-            progress.update(1)
-            progress.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in parts.items()})
-            accelerator.log({f"train/{k}": v for k, v in parts.items()} | {"lr": scheduler.get_last_lr()[0]},
-                            step=step)
+            run_log.step(step, parts, scheduler.get_last_lr()[0])
             if args.checkpointing_steps and step % args.checkpointing_steps == 0:
                 save_checkpoint(accelerator, output_dir / "checkpoints" / f"step_{step}", step)
             if step >= max_steps:
                 break
+        run_log.end_epoch(epoch, step)
         if step >= max_steps:
             break
     progress.close()
@@ -194,15 +206,44 @@ def main(args: argparse.Namespace) -> int:
         output_dir.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
-        run = {**vars(args), **data_spec, "num_processes": accelerator.num_processes}
+        run = resolved_args(args, model.config, processor, data_spec, accelerator.num_processes)
         (output_dir / "training_args.json").write_text(json.dumps(run, indent=2, default=str))
         metrics = finish_run(model, processor, eval_split, args, output_dir)
         logger.info("metrics: %s", json.dumps(metrics))
+        run_log.metrics(metrics, step)
         if args.push_to_hub:
             from .hub import push_to_hub
             logger.info("pushed: %s", push_to_hub(output_dir, args.push_to_hub))
     accelerator.end_training()
     return 0
+
+
+class RunLog:
+    """What a run reports as it goes: the progress bar's losses, and for the trackers (`--report-to`) every step's
+    losses and learning rate (`train/*`), each epoch's mean losses (`epoch/*`) and the final evaluation (`eval/*`)."""
+
+    def __init__(self, accelerator, progress):
+        self.accelerator, self.progress = accelerator, progress
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def step(self, step: int, parts: dict[str, float], lr: float) -> None:
+        self.progress.update(1)
+        self.progress.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in parts.items()})
+        self.accelerator.log({f"train/{k}": v for k, v in parts.items()} | {"lr": lr}, step=step)
+        for name, value in parts.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.count += 1
+
+    def end_epoch(self, epoch: int, step: int) -> None:
+        if self.count:
+            means = {f"epoch/{k}": v / self.count for k, v in self.sums.items()}
+            self.accelerator.log(means | {"epoch": epoch + 1}, step=step)
+        self.sums, self.count = {}, 0
+
+    def metrics(self, metrics: dict, step: int) -> None:
+        numbers = {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.accelerator.log(numbers, step=step)
 
 
 class TrainingObjective:
@@ -321,6 +362,54 @@ def make_optimizer(args, model) -> torch.optim.Optimizer:
     return torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
 
 
+def check_encoder_is_meaningful(args, config) -> None:
+    """A frozen encoder that was never given pretrained weights computes features of random filters: the heads train
+    on noise and nothing says so. Refuse it unless asked for."""
+    if (config.freeze_encoder and not (args.encoder_pretrained or args.encoder_weights or args.init_from)
+            and not args.allow_random_frozen_encoder):
+        raise ValueError(f"the encoder {config.encoder_name!r} is frozen but has no pretrained weights: its features "
+                         f"would be those of random filters. Pass --encoder-weights PATH (a local timm checkpoint), "
+                         f"--encoder-pretrained (timm's ImageNet weights, downloaded), or --train-encoder; "
+                         f"--allow-random-frozen-encoder if this is really meant (tests)")
+
+
+# Options whose value the model's config decides when the command line leaves them unset: recorded resolved.
+_CONFIG_OPTIONS = {"variant": "variant", "conditioning": "conditioning", "cam_gradient_mode": "cam_gradient_mode",
+                   "freeze_encoder": "freeze_encoder", "intermediate_size": "intermediate_size",
+                   "hidden_size": "hidden_size", "word_embedding_size": "word_embedding_size",
+                   "encoder": "encoder_name", "num_concepts": "num_concepts", "cam_loss_weight": "cam_loss_weight",
+                   "cam_method": "cam_method", "cam_predicted_targets": "cam_predicted_targets",
+                   "cam_caption_target": "cam_caption_target", "encoder_kwargs": "encoder_kwargs",
+                   "encoder_feature_stage": "encoder_feature_stage", "encoder_weights": "encoder_weights"}
+# Config fields that the data decides (vocabulary, classes) or that only describe the file.
+_DERIVED_FIELDS = ("vocab_size", "id2label", "label2id", "auto_map", "architectures", "transformers_version",
+                   "model_type", "_name_or_path", "dtype", "torch_dtype", "encoder_channels")
+
+
+def resolved_args(args, config, processor, data_spec: dict, num_processes: int) -> dict:
+    """What the run really used: every option with the value it took (the config file's or the defaults' where the
+    command line was silent), the model settings, the data spec. `--args-from` repeats a run from it alone."""
+    run = dict(vars(args))
+    run.update({option: getattr(config, field) for option, field in _CONFIG_OPTIONS.items()})
+    run["preprocessing"] = processor.image_processor.data_config()  # what --image-size (or its default) gave
+    run["model_config"] = {k: v for k, v in config.to_dict().items() if k not in _DERIVED_FIELDS}
+    return {**run, **data_spec, "num_processes": num_processes}
+
+
+def repeat_args(args):
+    """`args` with every option of the recorded run (`--args-from`), except where the results go."""
+    path = Path(args.args_from)
+    if not path.is_file():
+        raise FileNotFoundError(f"--args-from {path}: no such training_args.json")
+    recorded = json.loads(path.read_text())
+    kept = {"output_dir", "resume", "push_to_hub", "args_from"}
+    for key, value in recorded.items():
+        if key in vars(args) and key not in kept:
+            setattr(args, key, value)
+    args.model_settings = recorded.get("model_config")
+    return args
+
+
 def has_accelerator() -> bool:
     """A GPU (or other torch accelerator) is present."""
     api = getattr(torch, "accelerator", None)  # torch >= 2.6
@@ -353,7 +442,8 @@ def load_training_data(args):
                 spec[key] = value
         return load_dataset_by_name("synthetic", data_dir=args.data_dir, protocol=args.protocol, **spec), \
             {"synthetic": spec}
-    return load_dataset_by_name(args.dataset, data_dir=args.data_dir, protocol=args.protocol), {}
+    options = {"skip_bad": True} if args.skip_bad else {}
+    return load_dataset_by_name(args.dataset, data_dir=args.data_dir, protocol=args.protocol, **options), {}
 
 
 def build_model_and_processor(args, train_split, label_names):
@@ -362,8 +452,12 @@ def build_model_and_processor(args, train_split, label_names):
     captions = [c for row in train_split["captions"] for c in row]
     if args.init_from:
         return init_from_checkpoint(args, captions, label_names)
-    settings = json.loads(Path(args.config).read_text()) if args.config else {}
-    settings.pop("auto_map", None)
+    if getattr(args, "model_settings", None):  # --args-from: the recorded run's own settings
+        settings = dict(args.model_settings)
+    else:
+        settings = json.loads(Path(args.config).read_text()) if args.config else {}
+    for key in _DERIVED_FIELDS:
+        settings.pop(key, None)
     overrides = {"variant": args.variant, "conditioning": args.conditioning,
                  "cam_gradient_mode": args.cam_gradient_mode, "freeze_encoder": args.freeze_encoder,
                  "intermediate_size": args.intermediate_size, "hidden_size": args.hidden_size,

@@ -260,9 +260,9 @@ class _NoProgress:
 def _progress(total: int, desc: str | None):
     if desc is None:
         return _NoProgress()
-    from tqdm.auto import tqdm
+    from cam_joint.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="img")
+    return progress_bar(total=total, desc=desc, unit="img")
 
 
 __all__ = ["FeatureCache", "fingerprint_state_dict", "feature_key", "dataset_fingerprint", "key_hash"]
