@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--caption-length", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--cam-methods", nargs="+", default=["gradcam", "hirescam", "gradcam++"])
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -54,6 +55,18 @@ def main() -> None:
     # the worst case, like the answer caption.
 
     settings = {"plain": (False, "first_order"), "first_order": (True, "first_order"), "exact": (True, "exact")}
+    for method in args.cam_methods:
+        config.cam_method = method
+        medians = measure(model, optimizer, batch, config, settings, args.repeats)
+        print(f"[{method}] threads={torch.get_num_threads()} batch={args.batch_size} map={config.encoder_channels}x"
+              f"{args.spatial}x{args.spatial} D={args.intermediate_size} H={args.hidden_size} V={args.vocab_size} "
+              f"T={args.caption_length}: " + ", ".join(f"{n} {v * 1000:.0f} ms" for n, v in medians.items()))
+        print(f"cam_step_ratio[{method}] first_order={medians['first_order'] / medians['plain']:.2f} "
+              f"exact={medians['exact'] / medians['plain']:.2f}")
+
+
+def measure(model, optimizer, batch, config, settings, repeats: int) -> dict[str, float]:
+    """Median seconds of a training step per setting, the settings interleaved (a noisy machine slows them alike)."""
 
     def step(name: str) -> float:
         config.use_cam_loss, config.cam_gradient_mode = settings[name]
@@ -67,17 +80,10 @@ def main() -> None:
     for name in settings:  # warm-up
         step(name)
     times = {name: [] for name in settings}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name in settings:
             times[name].append(step(name))
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    print(f"threads={torch.get_num_threads()} batch={args.batch_size} map={config.encoder_channels}x{args.spatial}x"
-          f"{args.spatial} D={args.intermediate_size} H={args.hidden_size} V={args.vocab_size} T={args.caption_length}")
-    for name, value in medians.items():
-        print(f"{name:12s} median {value * 1000:8.1f} ms  ({', '.join(f'{t * 1000:.0f}' for t in times[name])})")
-    print(f"cam_step_ratio first_order={medians['first_order'] / medians['plain']:.2f} "
-          f"exact={medians['exact'] / medians['plain']:.2f}")
-
+    return {name: statistics.median(values) for name, values in times.items()}
 
 if __name__ == "__main__":
     main()

@@ -180,3 +180,12 @@ def test_tensorboard_holds_step_epoch_and_eval_values(tmp_path):
     assert epoch_loss[0].value == pytest.approx(sum(train_loss[:3]) / 3, rel=1e-5)
     metrics = json.loads((out / "metrics.json").read_text())
     assert events.Scalars("eval/top1")[-1].value == pytest.approx(metrics["top1"])
+
+
+def test_as_space_makes_the_output_folder_a_gradio_space(tmp_path):
+    import yaml
+
+    out = train(tmp_path / "space", "--max-steps", "1", "--as-space")
+    assert (out / "app.py").is_file() and (out / "requirements.txt").is_file()
+    front_matter = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    assert front_matter["sdk"] == "gradio" and front_matter["app_file"] == "app.py"

@@ -3,6 +3,9 @@
     write_model_card(output_dir, model.config, metrics, training_args=vars(args), dataset_name="cub")
     push_to_hub(output_dir, "your-name/cam-joint-cub")        # -> URL of the commit
 
+    write_model_card(output_dir, model.config, metrics, space=True)   # + app.py, requirements.txt, sdk: gradio
+    push_to_hub(output_dir, "your-name/cam-joint-cub-demo", space=True)   # the same folder as a Gradio Space
+
 The card is a `huggingface_hub.ModelCard` rendered from `CARD_TEMPLATE` (Jinja): its metadata is a `ModelCardData`
 whose `EvalResult`s become the `model-index`, and the same numbers are written as the Hub's newer evaluation files,
 `.eval_results/<dataset>.yaml` (https://huggingface.co/docs/hub/eval-results), with `huggingface_hub.EvalResultEntry`.
@@ -130,6 +133,14 @@ The same weights also load as an image classifier:
 `AutoModelForImageClassification.from_pretrained(..., trust_remote_code=True)` (and
 `pipeline("image-classification", ...)`).
 {%- endif %}
+{%- if space %}
+
+## Demo page
+
+This folder is also a Gradio Space (`sdk: gradio`, `app_file: app.py`): a page where you upload an image and see its
+top-5 classes, its caption (greedy or beam search) and the Grad-CAM maps of both heads and of each caption word.
+To run it on your machine: `pip install -r requirements.txt && python app.py`.
+{%- endif %}
 
 ## Results
 {% if not results and not others %}
@@ -194,7 +205,8 @@ The training settings were not recorded. The model settings are in `config.json`
 
 # ------------------------------------------------------------------------------------------------ model card
 def write_model_card(output_dir, config, metrics: Mapping | None, training_args: Mapping | None = None,
-                     dataset_name: str | None = None, *, repo_id: str | None = None) -> Path:
+                     dataset_name: str | None = None, *, repo_id: str | None = None, space: bool = False,
+                     space_requirement: str | None = None) -> Path:
     """Write `output_dir/README.md` (Hub metadata with a `model-index`, what the model is, how to use it, its results
     in percent as in Table 2 of the paper, how it was trained) and `output_dir/.eval_results/<dataset>.yaml`.
 
@@ -208,6 +220,10 @@ def write_model_card(output_dir, config, metrics: Mapping | None, training_args:
         dataset_name: `cub`, `flowers`, `synthetic` or a Hub dataset id. Without it the card has no `model-index`
             and no `.eval_results/` file (both need a dataset to file the results under).
         repo_id: used in the usage snippet (default: `training_args["push_to_hub"]`, else a placeholder).
+        space: also make the folder a Gradio Space: the card's metadata gets `sdk: gradio`, `app_file: app.py` (and
+            `sdk_version`, the installed Gradio's), and `write_space_app` writes `app.py` and `requirements.txt`.
+            Push it with `push_to_hub(..., space=True)`.
+        space_requirement: with `space`, how the Space installs `cam_joint` (see `write_space_app`).
 
     Returns the path of README.md.
     """
@@ -220,8 +236,11 @@ def write_model_card(output_dir, config, metrics: Mapping | None, training_args:
     split = metrics.get("split") if isinstance(metrics.get("split"), str) else None
     found = find_metrics(metrics)
 
+    if space:
+        write_space_app(output_dir, requirement=space_requirement)
     card = ModelCard.from_template(
-        _card_data(cfg, found, dataset_name, split), template_str=CARD_TEMPLATE, bibtex=BIBTEX, paper=PAPER,
+        _card_data(cfg, found, dataset_name, split, space=space), template_str=CARD_TEMPLATE, bibtex=BIBTEX,
+        paper=PAPER, space=space,
         title=_title(cfg, dataset_name), dataset_title=dataset_name and _dataset_title(dataset_name),
         architecture=_architecture_rows(cfg),
         **_usage_values(cfg, repo_id or training_args.get("push_to_hub") or "path/to/this/model"),
@@ -328,8 +347,10 @@ def _usage_values(cfg: dict, repo_id: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------- metadata and results
-def _card_data(cfg: dict, found: dict, dataset_name: str | None, split: str | None) -> ModelCardData:
-    """The card's YAML metadata; huggingface_hub turns the `EvalResult`s into the `model-index`."""
+def _card_data(cfg: dict, found: dict, dataset_name: str | None, split: str | None,
+               space: bool = False) -> ModelCardData:
+    """The card's YAML metadata; huggingface_hub turns the `EvalResult`s into the `model-index`. With `space`, also
+    the keys that make the repo run as a Gradio Space (`space_metadata`)."""
     eval_results = [
         EvalResult(task_type=metric.task_type, task_name=metric.task_name, dataset_type=dataset_name,
                    dataset_name=_dataset_title(dataset_name), dataset_split=split, metric_type=metric.metric_type,
@@ -344,6 +365,7 @@ def _card_data(cfg: dict, found: dict, dataset_name: str | None, split: str | No
         metrics=metric_ids or None,
         # the model-index needs a name; without results there is no model-index and no name to give
         model_name=_title(cfg, dataset_name) if eval_results else None, eval_results=eval_results or None,
+        **(space_metadata() if space else {}),
     )
 
 
@@ -443,11 +465,123 @@ def _public_value(value) -> str:
     return text
 
 
+# ---------------------------------------------------------------------------------------------------- Space
+# The Space's app.py loads the model with the folder's own remote code (the code saved with the weights is the code
+# that runs) and takes the page from `cam_joint.demo`, so there is one demo page, tested in a browser, not a copy per
+# checkpoint; requirements.txt installs `cam_joint` for it.
+SPACE_APP = '''"""Demo page of the CamJoint model in this folder: a Hugging Face Space (`sdk: gradio`, `app_file: app.py`).
+
+    pip install -r requirements.txt && python app.py         # serves the page (on a Space: what the Space runs)
+    python app.py --check                                     # builds the page without serving it, then exits
+
+The model and processor load from this folder with `trust_remote_code=True` (its `*.py` files); the page is
+`cam_joint.demo.build_demo` (requirements.txt installs `cam-joint[demo]`). Images in `examples/` are offered as
+examples.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoProcessor
+
+from cam_joint.demo import build_demo, example_files
+
+HERE = Path(__file__).resolve().parent
+device = "cuda" if torch.cuda.is_available() else "cpu"
+model = AutoModel.from_pretrained(HERE, trust_remote_code=True).to(device).eval()
+processor = AutoProcessor.from_pretrained(HERE, trust_remote_code=True)
+demo = build_demo(model, processor, examples=example_files(HERE / "examples"))
+
+if __name__ == "__main__":
+    if "--check" in sys.argv[1:]:
+        print(f"demo page built for {type(model).__name__} ({model.config.variant}); not served (--check)")
+    else:
+        demo.launch()  # on a Space, Gradio reads the address and port from the Space's environment
+'''
+SPACE_FILES = ("app.py", "requirements.txt")
+
+
+def space_metadata() -> dict:
+    """The README metadata a Gradio Space needs: `sdk`, `app_file`, and `sdk_version` (the installed Gradio's; left
+    out when Gradio is not installed here, and the Space then uses its default version)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    metadata = {"sdk": "gradio", "app_file": "app.py"}
+    try:
+        metadata["sdk_version"] = version("gradio")
+    except PackageNotFoundError:
+        pass
+    return metadata
+
+
+def default_space_requirement() -> str:
+    """`cam-joint[demo]==<this version>`: the requirements.txt line by which a Space installs the demo page."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"cam-joint[demo]=={version('cam-joint')}"
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "cam-joint[demo]"
+
+
+def write_space_app(output_dir, *, requirement: str | None = None, examples: Iterable | None = None) -> list[Path]:
+    """Make a saved model folder runnable as a Gradio Space: write `app.py` and `requirements.txt` (and copy
+    `examples` into `examples/`); returns the paths written.
+
+    The README metadata (`sdk: gradio`, `app_file: app.py`) comes from `write_model_card(..., space=True)`, which
+    calls this function.
+
+    Args:
+        output_dir: the saved model folder (`save_pretrained` output).
+        requirement: the requirements.txt line that installs `cam_joint` with its demo extra. Default
+            `cam-joint[demo]==<installed version>`; where the package is not on PyPI, give its source instead, e.g.
+            `"cam-joint[demo] @ git+https://github.com/ORG/cam_joint@v0.1.0"`.
+        examples: image files for the page to offer as examples.
+    """
+    import shutil
+
+    folder = Path(output_dir)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} has no config.json: save the model there (save_pretrained) before making "
+                                "it a Space")
+    requirement = (requirement or default_space_requirement()).strip()
+    if not requirement or "\n" in requirement:
+        raise ValueError(f"requirement must be one requirements.txt line, got {requirement!r}")
+    examples = [Path(source) for source in examples or []]
+    for source in examples:  # all checked before anything is written
+        if not source.is_file():
+            raise FileNotFoundError(f"example image not found: {source}")
+    written = [folder / "app.py", folder / "requirements.txt"]
+    written[0].write_text(SPACE_APP, encoding="utf-8")
+    written[1].write_text("# The Space installs Gradio itself (sdk_version in README.md); the model code is in this "
+                          f"folder.\n{requirement}\n", encoding="utf-8")
+    for source in examples:
+        (folder / "examples").mkdir(exist_ok=True)
+        written.append(Path(shutil.copy(source, folder / "examples" / source.name)))
+    return written
+
+
+def check_space_folder(folder) -> None:
+    """Raise unless `folder` runs as a Gradio Space: `app.py` and `requirements.txt` present, and README.md's
+    metadata saying `sdk: gradio` and `app_file: app.py`."""
+    folder = Path(folder)
+    missing = [name for name in SPACE_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}: write them with write_model_card(..., "
+                                "space=True) or write_space_app() before pushing it as a Space")
+    readme = folder / "README.md"
+    metadata = ModelCard.load(readme).data.to_dict() if readme.is_file() else {}
+    if metadata.get("sdk") != "gradio" or metadata.get("app_file") != "app.py":
+        raise ValueError(f"{readme} does not declare `sdk: gradio` and `app_file: app.py` in its metadata: write "
+                         "the card with write_model_card(..., space=True) before pushing the folder as a Space")
+
+
 # --------------------------------------------------------------------------------------------------- upload
 def push_to_hub(output_dir, repo_id: str, token: str | None = None, private: bool = False,
                 commit_message: str = "Upload CamJoint model (joint classification and captioning, CAM loss)",
                 *, endpoint: str | None = None, revision: str | None = None,
-                ignore_patterns: Iterable[str] | None = DEFAULT_IGNORE_PATTERNS) -> str:
+                ignore_patterns: Iterable[str] | None = DEFAULT_IGNORE_PATTERNS, space: bool = False) -> str:
     """Create `repo_id` (if needed) and upload the saved model folder in one commit; returns the commit URL.
 
     Uploads every file of `output_dir` (weights, config with `auto_map`, remote-code `.py` files, processor and
@@ -460,6 +594,8 @@ def push_to_hub(output_dir, repo_id: str, token: str | None = None, private: boo
         endpoint: the Hub URL; default `HF_ENDPOINT` as set now, else huggingface_hub's default.
         token: default the `HF_TOKEN` environment variable or the saved login.
         revision: the branch to commit to (default `main`).
+        space: push to a Gradio Space `repo_id` instead of a model repo (the folder must have been made one with
+            `write_model_card(..., space=True)`; checked before any network call).
     """
     folder = Path(output_dir)
     if not folder.is_dir():
@@ -467,11 +603,15 @@ def push_to_hub(output_dir, repo_id: str, token: str | None = None, private: boo
     ignore = list(ignore_patterns or [])
     # The check sees the files as the Hub will have them: an ignored .py file would be missing there.
     check_remote_code_folder(folder, filter_repo_objects(_files_in(folder), ignore_patterns=ignore))
+    if space:
+        check_space_folder(folder)
+    repo_type = "space" if space else "model"
 
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
     api = HfApi(endpoint=endpoint, token=token)
-    repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    info = api.upload_folder(repo_id=repo.repo_id, folder_path=folder, repo_type="model", revision=revision,
+    repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type,
+                           space_sdk="gradio" if space else None)
+    info = api.upload_folder(repo_id=repo.repo_id, folder_path=folder, repo_type=repo_type, revision=revision,
                              commit_message=commit_message, ignore_patterns=ignore)
     return str(info.commit_url)
 
@@ -574,4 +714,5 @@ def _auto_map_references(data) -> Iterable[str]:
 
 
 __all__ = ["write_model_card", "write_eval_results", "find_metrics", "push_to_hub", "check_remote_code_folder",
-           "CARD_TEMPLATE", "DEFAULT_IGNORE_PATTERNS", "REMOTE_CODE_PACKAGES"]
+           "write_space_app", "check_space_folder", "space_metadata", "CARD_TEMPLATE", "SPACE_APP",
+           "DEFAULT_IGNORE_PATTERNS", "REMOTE_CODE_PACKAGES"]

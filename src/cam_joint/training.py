@@ -102,6 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--eval-split", default="test")
     add("--no-caption-metrics", action="store_true", help="skip BLEU/METEOR/ROUGE/CIDEr (they need Java)")
     add("--push-to-hub", metavar="REPO_ID")
+    add("--as-space", action="store_true",
+        help="make the output folder a Gradio Space too (app.py, requirements.txt, sdk front matter) and push it as "
+             "a Space")
     add("--report-to", default=None, help="Accelerate trackers, e.g. tensorboard")
     add("--skip-bad", action="store_true", help="skip (and report) missing or damaged images and caption files")
     add("--args-from", metavar="TRAINING_ARGS_JSON",
@@ -213,7 +216,7 @@ def main(args: argparse.Namespace) -> int:
         run_log.metrics(metrics, step)
         if args.push_to_hub:
             from .hub import push_to_hub
-            logger.info("pushed: %s", push_to_hub(output_dir, args.push_to_hub))
+            logger.info("pushed: %s", push_to_hub(output_dir, args.push_to_hub, space=args.as_space))
     accelerator.end_training()
     return 0
 
@@ -659,5 +662,6 @@ def finish_run(model, processor, eval_split, args, output_dir: Path) -> dict:
                              caption_metrics=not args.no_caption_metrics)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     save_cam_pictures(model, processor, eval_split, output_dir, count=4)
-    write_model_card(output_dir, model.config, metrics, training_args=vars(args), dataset_name=args.dataset)
+    write_model_card(output_dir, model.config, metrics, training_args=vars(args), dataset_name=args.dataset,
+                     space=args.as_space)
     return metrics
