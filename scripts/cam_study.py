@@ -57,7 +57,8 @@ def main() -> None:
     if args.distractors:
         common += ["--synthetic-distractors", str(args.distractors)]
     # Seed-major: a study stopped early still has every row for its first seeds.
-    runs = {(label, seed): Path(args.output_dir) / f"{_slug(label)}-seed{seed}" for seed in args.seeds for label in rows}
+    runs = {(label, seed): Path(args.output_dir) / f"{_slug(label)}-seed{seed}"
+            for seed in args.seeds for label in rows}
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
 
     def run(key):

@@ -13,8 +13,8 @@ dy/dp = J_medi(p)^T dy/dz: a head contributes only its *sensitivity* s = dy/dz (
 Methods are small classes on one base, as in pytorch-grad-cam (`BaseCAM.get_cam_weights`), registered by name in
 `CAM_METHODS` (the config's `cam_method`). Each takes the feature maps and the gradient of the targets, either pooled
 (..., B, C) — the GAP shortcut above, spatially constant dy/dA — or spatial (..., B, C, h, w) for a head that
-reads A directly. Everything is plain torch, so every map can be differentiated (the CAM loss needs that; pytorch-grad-cam
-works in numpy and detaches). A new method is one subclass and one registry line.
+reads A directly. Everything is plain torch, so every map can be differentiated (the CAM loss needs that;
+pytorch-grad-cam works in numpy and detaches). A new method is one subclass and one registry line.
 
 This file ships next to every checkpoint as remote code: it imports only torch.
 """

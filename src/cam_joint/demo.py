@@ -49,7 +49,8 @@ class DemoInputError(ValueError):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `cam-joint demo`."""
     parser.add_argument("--model", required=True, help="saved model folder (save_pretrained output)")
-    parser.add_argument("--port", type=int, default=None, help="port to serve on (default: Gradio's, 7860 or next free)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="port to serve on (default: Gradio's, 7860 or next free)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 shares it on the "
                              "network)")

@@ -245,7 +245,8 @@ class RunLog:
         self.sums, self.count = {}, 0
 
     def metrics(self, metrics: dict, step: int) -> None:
-        numbers = {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numbers = {f"eval/{k}": v for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.accelerator.log(numbers, step=step)
 
 

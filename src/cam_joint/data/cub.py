@@ -213,6 +213,69 @@ def _read_part_locations(path: Path, image_numbers: list[int], policy: BadItemPo
     return PartLocations(locations.reshape(-1, NUM_PARTS, 3)[order], given.reshape(-1, NUM_PARTS)[order])
 
 
+@dataclass
+class _CubTables:
+    """CUB's metadata files, read and keyed by image id (``images.txt`` order)."""
+
+    class_keys: list[str]
+    classes: dict
+    images: dict
+    labels: dict
+    boxes: dict
+    official: dict
+    parts: PartLocations
+
+
+def _read_cub_tables(root: Path, policy: BadItemPolicy, with_official_split: bool) -> _CubTables:
+    classes_path = root / "classes.txt"
+    classes = _read_name_table(classes_path, policy)
+    class_ids = sorted(classes)
+    if class_ids != list(range(1, len(class_ids) + 1)):
+        # Labels are class id - 1; a gap would shift every later class, so this is not skippable.
+        raise DatasetLayoutError(classes_path, f"class ids must be 1..{len(class_ids)} without gaps")
+    images = _read_name_table(root / "images.txt", policy)
+    labels_path, boxes_path, split_path = (root / "image_class_labels.txt", root / "bounding_boxes.txt",
+                                           root / "train_test_split.txt")
+    labels = _by_image_id(_read_id_number_table(labels_path, 1, policy, whole=(1,)), labels_path, policy)
+    boxes = _by_image_id(_read_id_number_table(boxes_path, 4, policy), boxes_path, policy)
+    official = (
+        _by_image_id(_read_id_number_table(split_path, 1, policy, flags=(1,)), split_path, policy)
+        if with_official_split else {}
+    )
+    parts = _read_part_locations(root / "parts" / "part_locs.txt", list(images), policy)
+    # Metadata about images that images.txt does not list is a sign of mismatched files: report it too.
+    for path, table in ((labels_path, labels), (boxes_path, boxes), (split_path, official)):
+        for image_number, (line, _) in table.items():
+            if image_number not in images:
+                policy.reject("metadata for an unknown image", path, f"image id {image_number} is not in images.txt",
+                              line=line)
+    return _CubTables([classes[i][1] for i in class_ids], classes, images, labels, boxes, official, parts)
+
+
+def _metadata_problem(root: Path, tables: _CubTables, row: int, image_number: int, line: int,
+                      with_official_split: bool) -> tuple[str, Path, str, int | None] | None:
+    """(kind, file, problem, line) when an image's metadata is incomplete, else None."""
+    images_path = root / "images.txt"
+    if image_number not in tables.labels:
+        return ("image without a label", images_path,
+                f"image id {image_number} has no line in image_class_labels.txt", line)
+    label_line, (class_id,) = tables.labels[image_number]
+    if int(class_id) not in tables.classes:
+        return ("label of an unknown class", root / "image_class_labels.txt",
+                f"class id {int(class_id)} is not in classes.txt", label_line)
+    if image_number not in tables.boxes:
+        return ("image without a bounding box", images_path,
+                f"image id {image_number} has no line in bounding_boxes.txt", line)
+    if not tables.parts.given[row].all():
+        missing_parts = (np.flatnonzero(~tables.parts.given[row]) + 1).tolist()
+        return ("image without part locations", images_path,
+                f"image id {image_number} has no line in parts/part_locs.txt for part(s) {missing_parts}", line)
+    if with_official_split and image_number not in tables.official:
+        return ("image without a split", images_path,
+                f"image id {image_number} has no line in train_test_split.txt", line)
+    return None
+
+
 def read_cub_records(
     root: Path,
     *,
@@ -223,92 +286,33 @@ def read_cub_records(
     captions_per_image: int | None = CAPTIONS_PER_IMAGE,
 ) -> tuple[list[str], list[ImageRecord]]:
     """Class folder names (index = label) and one record per usable image, in ``images.txt`` order."""
-    classes_path = root / "classes.txt"
-    classes = _read_name_table(classes_path, policy)
-    class_ids = sorted(classes)
-    if class_ids != list(range(1, len(class_ids) + 1)):
-        # Labels are class id - 1; a gap would shift every later class, so this is not skippable.
-        raise DatasetLayoutError(classes_path, f"class ids must be 1..{len(class_ids)} without gaps")
-    class_keys = [classes[class_id][1] for class_id in class_ids]
-
-    images_path = root / "images.txt"
-    images = _read_name_table(images_path, policy)
-    labels_path = root / "image_class_labels.txt"
-    labels = _by_image_id(_read_id_number_table(labels_path, 1, policy, whole=(1,)), labels_path, policy)
-    boxes_path = root / "bounding_boxes.txt"
-    boxes = _by_image_id(_read_id_number_table(boxes_path, 4, policy), boxes_path, policy)
-    split_path = root / "train_test_split.txt"
-    official = (
-        _by_image_id(_read_id_number_table(split_path, 1, policy, flags=(1,)), split_path, policy)
-        if with_official_split else {}
-    )
-    parts_path = root / "parts" / "part_locs.txt"
-    image_numbers = list(images)
-    parts = _read_part_locations(parts_path, image_numbers, policy)
-
-    # Metadata about images that images.txt does not list is a sign of mismatched files: report it too.
-    for path, table in ((labels_path, labels), (boxes_path, boxes), (split_path, official)):
-        for image_number, (line, _) in table.items():
-            if image_number not in images:
-                policy.reject("metadata for an unknown image", path, f"image id {image_number} is not in images.txt",
-                              line=line)
-
-    image_root = root / "images"
+    tables = _read_cub_tables(root, policy, with_official_split)
     records: list[ImageRecord] = []
-    for row, image_number in enumerate(image_numbers):
-        line, relative_path = images[image_number]
+    for row, (image_number, (line, relative_path)) in enumerate(tables.images.items()):
         image_id = str(PurePosixPath(relative_path).with_suffix(""))
-
-        def reject(kind: str, path: Path, problem: str, problem_line: int | None = None) -> None:
-            policy.reject(kind, path, problem, line=problem_line, image_id=image_id)
-
-        if image_number not in labels:
-            reject("image without a label", images_path,
-                   f"image id {image_number} has no line in image_class_labels.txt", line)
-            continue
-        label_line, (class_id,) = labels[image_number]
-        class_id = int(class_id)
-        if class_id not in classes:
-            reject("label of an unknown class", labels_path, f"class id {class_id} is not in classes.txt", label_line)
-            continue
-        if image_number not in boxes:
-            reject("image without a bounding box", images_path,
-                   f"image id {image_number} has no line in bounding_boxes.txt", line)
-            continue
-        if not parts.given[row].all():
-            missing_parts = (np.flatnonzero(~parts.given[row]) + 1).tolist()
-            reject("image without part locations", images_path,
-                   f"image id {image_number} has no line in parts/part_locs.txt for part(s) {missing_parts}", line)
-            continue
-        if with_official_split and image_number not in official:
-            reject("image without a split", images_path,
-                   f"image id {image_number} has no line in train_test_split.txt", line)
-            continue
-
-        image_path = image_root / relative_path
-        problem = image_file_problem(image_path, verify=verify_images)
-        if problem is not None:
-            reject(problem.kind, image_path, problem.message)
-            continue
+        problem = _metadata_problem(root, tables, row, image_number, line, with_official_split)
+        image_path = root / "images" / relative_path
+        if problem is None:
+            found = image_file_problem(image_path, verify=verify_images)
+            problem = None if found is None else (found.kind, image_path, found.message, None)
         captions: tuple[str, ...] = ()
-        if text_dir is not None:
+        if problem is None and text_dir is not None:
             caption_path = text_dir / PurePosixPath(relative_path).with_suffix(".txt")
             captions_or_problem = read_caption_file(caption_path, captions_per_image)
-            if not isinstance(captions_or_problem, tuple):
-                reject(captions_or_problem.kind, caption_path, captions_or_problem.message, captions_or_problem.line)
-                continue
-            captions = captions_or_problem
-
-        records.append(
-            ImageRecord(
-                image_id=image_id,
-                path=image_path,
-                label=class_id - 1,
-                class_key=class_keys[class_id - 1],
-                captions=captions,
-                official_split=("train" if official[image_number][1][0] else "test") if with_official_split else None,
-                bbox=boxes[image_number][1],
-                parts=parts.locations[row],
-            )
-        )
-    return class_keys, records
+            if isinstance(captions_or_problem, tuple):
+                captions = captions_or_problem
+            else:
+                problem = (captions_or_problem.kind, caption_path, captions_or_problem.message,
+                           captions_or_problem.line)
+        if problem is not None:
+            kind, path, message, problem_line = problem
+            policy.reject(kind, path, message, line=problem_line, image_id=image_id)
+            continue
+        class_id = int(tables.labels[image_number][1][0])
+        official = tables.official[image_number][1][0] if with_official_split else None
+        records.append(ImageRecord(
+            image_id=image_id, path=image_path, label=class_id - 1, class_key=tables.class_keys[class_id - 1],
+            captions=captions, official_split=None if official is None else ("train" if official else "test"),
+            bbox=tables.boxes[image_number][1], parts=tables.parts.locations[row],
+        ))
+    return tables.class_keys, records

@@ -17,8 +17,8 @@ Definitions
   order does not matter). An all-zero map scores 0. A constant positive map scores the mask's area fraction.
 * **PxAP** (`pxap`; pixel average precision, Choe et al., "Evaluating Weakly Supervised Object Localization
   Methods Right", CVPR 2020, `MaskEvaluator` of github.com/clovaai/wsolevaluation): each upsampled map is min-max
-  normalised to [0, 1] (a map constant at CAM resolution becomes all zeros); with thresholds ``t in arange(0, 1, cam_curve_interval)``
-  plus 1.0, a pixel is predicted positive at ``t`` when its score is >= t; true and false positives are counted
+  normalised to [0, 1] (a map constant at CAM resolution becomes all zeros); with thresholds
+  ``t in arange(0, 1, cam_curve_interval)`` plus 1.0, a pixel is predicted positive at ``t`` when its score is >= t; true and false positives are counted
   over all pixels of all images (so large masks weigh more, as in the reference), giving precision P_t and recall
   R_t; ``PxAP = sum_t P_t (R_t - R_t')`` over thresholds in decreasing order, t' the next larger threshold
   (R = 0 above 1.0), skipping thresholds where nothing is predicted positive. Pixels in optional ignore masks count
