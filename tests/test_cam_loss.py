@@ -323,3 +323,17 @@ def test_fixed_targets_equal_to_the_re_chosen_ones_give_the_same_maps(mode):
     fixed = model.disagreement_maps(maps, z, logits, labels, ids, predicted_labels=logits.argmax(-1),
                                     predicted_caption_ids=greedy)
     torch.testing.assert_close(fixed, chosen)
+
+
+def test_answer_targets_stand_in_for_the_predicted_ones():
+    """cam_predicted_targets="answer": both terms of eq. 6 compare the heads' maps of the ground truth."""
+    model = tiny_model(cam_predicted_targets="answer", dtype=torch.float64).eval()
+    maps, labels, ids = batch(model)
+    z = model.image_vector(maps.mean((2, 3)))
+    answer_class, predicted_class, answer_caption, predicted_caption = model.disagreement_maps(
+        maps, z, model.classifier(z), labels, ids)
+    torch.testing.assert_close(predicted_class, answer_class)
+    torch.testing.assert_close(predicted_caption, answer_caption)
+    out = model(feature_maps=maps, labels=labels, input_ids=ids)
+    expected = 2 * (1 - map_cosine(answer_class, answer_caption)).mean()
+    torch.testing.assert_close(out.cam_loss, expected.to(out.cam_loss.dtype))
