@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .inference_cli import image_files, load_model_folder
+
 __all__ = ["add_arguments", "main", "build_demo", "analyse_image", "read_upload", "example_files", "DemoInputError",
            "DECODING_CHOICES", "BEAM_WIDTH", "INSTALL_HINT"]
 
 INSTALL_HINT = 'the demo page needs Gradio: pip install "cam-joint[demo]"'
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 BEAM_WIDTH = 3  # the beam width of the saved generation configs that use beams (semantic variant, Liu et al. 2017)
 GREEDY, BEAM = "greedy", f"beam search ({BEAM_WIDTH} beams)"
 DECODING_CHOICES = (GREEDY, BEAM)
@@ -74,30 +75,17 @@ def main(args: argparse.Namespace) -> int:
         # A missing optional dependency is a set-up problem: one line saying what to install, no traceback.
         print(f"error: {error}", file=sys.stderr)
         return 2
-    model, processor = load_model(model_dir, args.device)
+    model, processor = load_model_folder(model_dir, args.device)
     demo = build_demo(model, processor, examples=example_files(examples_dir))
     demo.launch(server_name=args.host, server_port=args.port)
     return 0
-
-
-def load_model(model_dir: Path, device: str | None = None):
-    """(model in eval mode on `device`, processor) from a saved CamJoint folder."""
-    import torch
-
-    from cam_joint import CamJointModel, CamJointProcessor
-
-    if not Path(model_dir).is_dir():
-        raise FileNotFoundError(f"model folder not found: {model_dir}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = CamJointModel.from_pretrained(model_dir).to(device).eval()
-    return model, CamJointProcessor.from_pretrained(model_dir)
 
 
 def example_files(folder: str | Path | None) -> list[str]:
     """The image files of `folder` by name (not recursive); none when it is None or missing."""
     if folder is None or not Path(folder).is_dir():
         return []
-    return [str(p) for p in sorted(Path(folder).iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return [str(p) for p in image_files(Path(folder))]
 
 
 def _import_gradio():

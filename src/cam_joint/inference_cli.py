@@ -16,7 +16,7 @@ from .progress import progress_bar
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 __all__ = ["add_caption_main_arguments", "caption_main", "add_explain_main_arguments", "explain_main",
-           "collect_image_paths"]
+           "collect_image_paths", "image_files", "load_model_folder", "IMAGE_SUFFIXES"]
 
 
 def collect_image_paths(paths: list[str]) -> list[Path]:
@@ -25,7 +25,7 @@ def collect_image_paths(paths: list[str]) -> list[Path]:
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            images = image_files(path)
             if not images:
                 raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
             found.extend(images)
@@ -34,6 +34,11 @@ def collect_image_paths(paths: list[str]) -> list[Path]:
         else:
             raise FileNotFoundError(f"image file not found: {path}")
     return found
+
+
+def image_files(folder: Path) -> list[Path]:
+    """A folder's image files by name (not recursive)."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def load_images(paths: list[Path], skip_bad: bool) -> tuple[list[Path], list, list[str]]:
@@ -55,7 +60,8 @@ def load_images(paths: list[Path], skip_bad: bool) -> tuple[list[Path], list, li
     return kept, images, problems
 
 
-def _load(model_dir: str, device: str | None):
+def load_model_folder(model_dir: str | Path, device: str | None = None):
+    """(model in eval mode on `device`, processor) from a saved CamJoint folder."""
     import torch
 
     from cam_joint import CamJointModel, CamJointProcessor
@@ -89,7 +95,7 @@ def caption_main(args: argparse.Namespace) -> int:
     from .prediction import predict_batch
 
     paths, images, problems = load_images(collect_image_paths(args.images), args.skip_bad)
-    model, processor = _load(args.model, args.device)
+    model, processor = load_model_folder(args.model, args.device)
     starts = range(0, len(images), args.batch_size)
     for start in progress_bar(starts, desc="caption", unit="batch", disable=len(starts) < 2, file=sys.stderr):
         prediction = predict_batch(model, processor, images[start:start + args.batch_size],
@@ -124,7 +130,7 @@ def explain_main(args: argparse.Namespace) -> int:
 
     folder = Path(args.image).is_dir()
     paths, images, problems = load_images(collect_image_paths([args.image]), args.skip_bad)
-    model, processor = _load(args.model, args.device)
+    model, processor = load_model_folder(args.model, args.device)
     if args.label is not None:
         if model.classifier is None:
             raise ValueError(f"--label: variant {model.config.variant!r} has no classifier")
