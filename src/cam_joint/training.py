@@ -231,8 +231,9 @@ class RunLog:
         self.count = 0
 
     def step(self, step: int, parts: dict[str, float], lr: float) -> None:
+        # The postfix is drawn with the next update (refresh=True would redraw every step, even in a log file).
+        self.progress.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in parts.items()}, refresh=False)
         self.progress.update(1)
-        self.progress.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in parts.items()})
         self.accelerator.log({f"train/{k}": v for k, v in parts.items()} | {"lr": lr}, step=step)
         for name, value in parts.items():
             self.sums[name] = self.sums.get(name, 0.0) + value
