@@ -35,7 +35,7 @@ from huggingface_hub import ModelCard, metadata_load, parse_eval_result_entries
 from PIL import Image
 
 import cam_joint
-import cam_joint.hub as hub_module
+import cam_joint.model_card as card_module
 from cam_joint import CamJointConfig, CamJointImageProcessor, CamJointModel, CamJointProcessor, build_caption_tokenizer
 from cam_joint.hub import check_remote_code_folder, push_to_hub, write_eval_results, write_model_card
 from cam_joint.metrics.registry import METRICS as REGISTRY
@@ -351,7 +351,7 @@ def test_model_card_names_a_bad_variant(tmp_path):
 
 def test_a_new_localisation_metric_is_one_registry_line(tmp_path, monkeypatch):
     registry = MetricRegistry(*REGISTRY.values(), *localisation("deletion_auc", "Deletion AUC"))
-    monkeypatch.setattr(hub_module, "METRICS", registry)
+    monkeypatch.setattr(card_module, "METRICS", registry)
     metrics = {"top1": 0.5, "deletion_auc_classifier": 0.42, "deletion_auc_chance": 0.1, "split": "val"}
     text = write_model_card(tmp_path, {"variant": "cnn"}, metrics, dataset_name="cub").read_text()
     assert "| Top-1 | Deletion AUC (classifier) | Deletion AUC (chance) |" in text
