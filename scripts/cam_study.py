@@ -45,10 +45,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores / jobs threads)")
     parser.add_argument("--output-dir", default="outputs/cam-study")
     parser.add_argument("--reuse", action="store_true", help="keep runs whose metrics.json exists")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: report the runs already finished (each row says its seeds)")
     args = parser.parse_args()
 
     rows = {"w=0": ["--variant", "intermediate"]}
-    rows.update({f"w={w:g}": ["--variant", "cam", "--cam-loss-weight", f"{w:g}"] for w in args.weights})
+    rows.update({f"w={w:g}": ["--variant", "cam", "--cam-loss-weight", f"{w:g}"] for w in sorted(args.weights)})
     for label, extra in args.row:
         rows[label] = ["--variant", "cam", "--cam-loss-weight", f"{args.weights[0]:g}", *shlex.split(extra)]
     common = ["--report-to", "tensorboard"]
@@ -72,8 +74,11 @@ def main() -> None:
         with open(out / "train.log", "w") as log:
             subprocess.run(command, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
 
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(run, runs))
+    if args.report_only:
+        runs = {key: path for key, path in runs.items() if (path / "metrics.json").exists()}
+    else:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(run, runs))
     metrics = {key: json.loads((path / "metrics.json").read_text()) for key, path in runs.items()}
     curves = {key: cam_loss_curve(path) for key, path in runs.items()}
     print(format_report(rows, args.seeds, metrics, curves, common))
@@ -118,25 +123,30 @@ def _cell(values: list[float]) -> str:
 
 def format_report(rows, seeds, metrics, curves, common) -> str:
     columns = [c for c in COLUMNS if any(c in m for m in metrics.values())]
-    header = "| row | " + " | ".join(columns) + " |"
-    rule = "|" + "---|" * (len(columns) + 1)
+    header = "| row | seeds | " + " | ".join(columns) + " |"
+    rule = "|" + "---|" * (len(columns) + 2)
+
+    def seeds_of(*labels):  # the seeds every one of these rows has finished
+        return [s for s in seeds if all((label, s) in metrics for label in labels)]
+
     lines = [f"Synthetic birds, seeds {seeds}, `cam-joint train ROW {' '.join(common)} --seed S`; in %", "",
              "Mean ± std over seeds:", "", header, rule]
     for label in rows:
-        values = {c: [100 * metrics[(label, s)][c] for s in seeds if c in metrics[(label, s)]] for c in columns}
-        lines.append(f"| {label} | " + " | ".join(_cell(values[c]) for c in columns) + " |")
+        done = seeds_of(label)
+        values = {c: [100 * metrics[(label, s)][c] for s in done if c in metrics[(label, s)]] for c in columns}
+        lines.append(f"| {label} | {len(done)} | " + " | ".join(_cell(values[c]) for c in columns) + " |")
     lines += ["", "Paired difference to w=0 (same seed), mean [95% t-interval]:", "", header, rule]
     for label in list(rows)[1:]:
-        cells = []
+        cells, paired = [], seeds_of(label, "w=0")
         for c in columns:
-            diffs = [100 * (metrics[(label, s)][c] - metrics[("w=0", s)][c]) for s in seeds
+            diffs = [100 * (metrics[(label, s)][c] - metrics[("w=0", s)][c]) for s in paired
                      if c in metrics[(label, s)] and c in metrics[("w=0", s)]]
             if not diffs:
                 cells.append("-")
                 continue
             mean, half = paired_interval(diffs)
             cells.append(f"{mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}]" if half == half else f"{mean:+.1f}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {len(paired)} | " + " | ".join(cells) + " |")
     lines += ["", "What a map that ignores the image scores (mean over all runs):", ""]
     for metric in HEAD_METRICS:
         for kind in ("chance", "center"):
@@ -145,7 +155,7 @@ def format_report(rows, seeds, metrics, curves, common) -> str:
                 lines.append(f"- {metric}_{kind}: {statistics.mean(values):.1f}")
     lines += ["", "L_cam during training (mean over seeds of the first / highest / last 50-step means):", ""]
     for label in rows:
-        summaries = [_curve_summary(curves[(label, s)]) for s in seeds if curves[(label, s)]]
+        summaries = [_curve_summary(curves[(label, s)]) for s in seeds_of(label) if curves[(label, s)]]
         if summaries:
             first, peak, last = (statistics.mean(part) for part in zip(*summaries))
             lines.append(f"- {label}: {first:.3f} / {peak:.3f} / {last:.3f}")

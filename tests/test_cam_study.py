@@ -1,0 +1,37 @@
+"""scripts/cam_study.py: the paired interval and a report over partly finished runs."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cam_study():
+    spec = importlib.util.spec_from_file_location("cam_study", REPO / "scripts" / "cam_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_interval_is_the_paired_t_interval(cam_study):
+    treated, baseline = [0.91, 0.95, 0.88, 0.97], [0.90, 0.91, 0.89, 0.93]
+    mean, half = cam_study.paired_interval([a - b for a, b in zip(treated, baseline)])
+    reference = stats.ttest_rel(treated, baseline).confidence_interval(0.95)
+    assert mean - half == pytest.approx(reference.low)
+    assert mean + half == pytest.approx(reference.high)
+
+
+def test_report_pairs_only_the_seeds_both_rows_finished(cam_study):
+    rows = {"w=0": [], "w=1": []}
+    metrics = {("w=0", 0): {"top1": 0.90}, ("w=0", 1): {"top1": 0.80}, ("w=0", 2): {"top1": 0.70},
+               ("w=1", 0): {"top1": 0.95}, ("w=1", 1): {"top1": 0.86}}  # seed 2 of w=1 not finished
+    curves = {key: [] for key in metrics}
+    report = cam_study.format_report(rows, [0, 1, 2], metrics, curves, [])
+    assert "| w=0 | 3 | 80.0 ± 10.0 |" in report
+    assert "| w=1 | 2 | 90.5 ± 6.4 |" in report
+    # differences +5 and +6 over seeds 0 and 1: mean +5.5, t(1) half-width 12.706 * 0.7071 / sqrt(2) = 6.35
+    assert "| w=1 | 2 | +5.5 [-0.9, +11.9] |" in report
