@@ -151,6 +151,38 @@ def parameter_grads(model, loss):
             for name, p in model.named_parameters()}
 
 
+def test_pearson_disagreement_is_one_minus_the_maps_correlation_and_gives_flat_maps_no_credit():
+    a, b, c, d = (torch.rand(4, 5, 5, dtype=torch.float64) for _ in range(4))
+    expected = np.mean([(1 - np.corrcoef(a[i].flatten(), b[i].flatten())[0, 1])
+                        + (1 - np.corrcoef(c[i].flatten(), d[i].flatten())[0, 1]) for i in range(4)])
+    assert disagreement_loss(a, b, c, d, similarity="pearson").item() == pytest.approx(expected, abs=1e-9)
+    # A peaked map against a nearly flat one: the cosine calls them close, their correlation does not.
+    peaked = torch.zeros(1, 6, 6, dtype=torch.float64)
+    peaked[0, 1, 1] = 1.0
+    flat = torch.ones(1, 6, 6, dtype=torch.float64) + 0.01 * torch.rand(1, 6, 6, dtype=torch.float64)
+    assert disagreement_loss(peaked, flat, peaked, flat).item() < 1.9  # cosine: 2 - 2/6 = 1.67
+    assert disagreement_loss(peaked, flat, peaked, flat, similarity="pearson").item() > 1.5
+    with pytest.raises(ValueError, match="cam_similarity 'dot'"):
+        disagreement_loss(a, b, c, d, similarity="dot")
+
+
+def test_cam_similarity_from_the_config_is_the_one_the_loss_uses():
+    with pytest.raises(ValueError, match="cam_similarity='dot'"):
+        CamJointConfig(variant="cam", cam_similarity="dot")
+    losses = {}
+    for similarity in ("cosine", "pearson"):
+        model = tiny_model(cam_similarity=similarity).train()
+        maps, labels, ids = batch(model)
+        out = model(feature_maps=maps, labels=labels, input_ids=ids)
+        answer_class, predicted_class, answer_caption, predicted_caption = model.disagreement_maps(
+            out.feature_maps, out.image_embeds, out.logits, labels, ids)
+        expected = disagreement_loss(answer_caption, predicted_class, answer_class, predicted_caption,
+                                     similarity=similarity)
+        torch.testing.assert_close(out.cam_loss, expected)
+        losses[similarity] = out.cam_loss.item()
+    assert losses["cosine"] != pytest.approx(losses["pearson"])
+
+
 @pytest.mark.parametrize("mode", ["first_order", "exact"])
 def test_cam_loss_trains_only_the_intermediate_layer(mode):
     """Algorithm 1 lines 15-17: with L_class and L_caption removed, L_cam's gradient reaches f_medi only."""

@@ -27,6 +27,7 @@ _EXPORTS = {
     "cam_from_pooled_gradient": "cam_core",
     "disagreement_loss": "cam_core",
     "map_cosine": "cam_core",
+    "map_pearson": "cam_core",
 }
 _registered = False
 

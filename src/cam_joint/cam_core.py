@@ -171,12 +171,34 @@ def map_cosine(maps_a: Tensor, maps_b: Tensor, eps: float = 1e-12) -> Tensor:
     return (a * b).sum(-1) / ((a.square().sum(-1) + eps).sqrt() * (b.square().sum(-1) + eps).sqrt())
 
 
+def map_pearson(maps_a: Tensor, maps_b: Tensor, eps: float = 1e-12) -> Tensor:
+    """Pearson correlation of two batches of maps over h x w: the cosine of the maps less their means.
+
+    Unlike the cosine, it gives a flat map no credit: a uniform non-negative map has cosine mean/rms with ANY map
+    (0.5-0.6 for typical CAMs), so two maps can raise their cosine by both flattening; their correlation cannot.
+    """
+    a = at_least_float32(maps_a.flatten(1))
+    b = at_least_float32(maps_b.flatten(1))
+    return map_cosine(a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True), eps)
+
+
+# name -> similarity of two batches of maps; `config.cam_similarity` picks the one eq. 6 uses.
+MAP_SIMILARITIES = {"cosine": map_cosine, "pearson": map_pearson}
+
+
 def disagreement_loss(cam_answer_caption: Tensor, cam_predicted_class: Tensor, cam_answer_class: Tensor,
-                      cam_predicted_caption: Tensor) -> Tensor:
-    """Eq. 6 averaged over the batch: (1 - cos(cam_a^c, cam_p^l)) + (1 - cos(cam_a^l, cam_p^c))."""
-    return ((1 - map_cosine(cam_answer_caption, cam_predicted_class))
-            + (1 - map_cosine(cam_answer_class, cam_predicted_caption))).mean()
+                      cam_predicted_caption: Tensor, similarity: str = "cosine") -> Tensor:
+    """Eq. 6 averaged over the batch: (1 - cos(cam_a^c, cam_p^l)) + (1 - cos(cam_a^l, cam_p^c)).
+
+    `similarity="pearson"` puts the maps' correlation in place of the cosine (`map_pearson`).
+    """
+    if similarity not in MAP_SIMILARITIES:
+        raise ValueError(f"unknown cam_similarity {similarity!r}: choose one of {', '.join(MAP_SIMILARITIES)}")
+    sim = MAP_SIMILARITIES[similarity]
+    return ((1 - sim(cam_answer_caption, cam_predicted_class))
+            + (1 - sim(cam_answer_class, cam_predicted_caption))).mean()
 
 
 __all__ = ["at_least_float32", "BaseCAM", "GradCAM", "HiResCAM", "GradCAMPlusPlus", "CAM_METHODS", "get_cam_method",
-           "cam_from_pooled_gradient", "pooled_gradient", "map_cosine", "disagreement_loss"]
+           "cam_from_pooled_gradient", "pooled_gradient", "map_cosine", "map_pearson", "MAP_SIMILARITIES",
+           "disagreement_loss"]

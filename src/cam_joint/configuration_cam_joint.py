@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from transformers import PretrainedConfig
 
-from .cam_core import CAM_METHODS
+from .cam_core import CAM_METHODS, MAP_SIMILARITIES
 
 
 class VariantSpec(NamedTuple):
@@ -131,6 +131,10 @@ class CamJointConfig(PretrainedConfig):
             in for them, so both terms compare the two heads' maps of the ground truth; no argmax or decoding, so
             L_cam is a smooth function of f_medi (the paper's choice makes it piecewise: a step that flips a
             prediction changes the objective itself).
+        cam_similarity (`str`, defaults to `"cosine"`):
+            How eq. 6 compares two maps: `cosine` (the paper, eq. 7) or `pearson` (the cosine of the maps less their
+            means). A flat map has a high cosine with any map, so the cosine rewards both heads for spreading their
+            maps out; the correlation does not (see the README's CAM study).
         initializer_range (`float`, defaults to 0.02): std of the normal initialisation of the heads.
         bos_token_id, eos_token_id, pad_token_id, unk_token_id (`int`): special token ids of the caption vocabulary.
     """
@@ -168,6 +172,7 @@ class CamJointConfig(PretrainedConfig):
         cam_trains: str = "intermediate",
         cam_caption_target: str = "sum",
         cam_predicted_targets: str = "predicted",
+        cam_similarity: str = "cosine",
         initializer_range: float = 0.02,
         bos_token_id: int = 1,
         eos_token_id: int = 2,
@@ -220,6 +225,7 @@ class CamJointConfig(PretrainedConfig):
         self.cam_trains = cam_trains
         self.cam_caption_target = cam_caption_target
         self.cam_predicted_targets = cam_predicted_targets
+        self.cam_similarity = cam_similarity
         self.initializer_range = initializer_range
         self.unk_token_id = unk_token_id
         super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
@@ -247,6 +253,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "variant": tuple(VARIANTS), "conditioning": CONDITIONINGS, "cam_method": tuple(CAM_METHODS),
     "cam_gradient_mode": CAM_GRADIENT_MODES, "cam_trains": CAM_TRAINS, "intermediate_activation": ACTIVATIONS,
     "cam_caption_target": ("sum", "mean"), "cam_predicted_targets": ("predicted", "answer"),
+    "cam_similarity": tuple(MAP_SIMILARITIES),
 }
 
 

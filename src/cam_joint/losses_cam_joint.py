@@ -93,7 +93,8 @@ def cam_disagreement_loss(model: "CamJointModel", out: "CamJointOutput", labels:
                                    mask, predicted_labels=predicted_labels,
                                    predicted_caption_ids=predicted_caption_ids)
     answer_class, predicted_class, answer_caption, predicted_caption = maps
-    return disagreement_loss(answer_caption, predicted_class, answer_class, predicted_caption)
+    return disagreement_loss(answer_caption, predicted_class, answer_class, predicted_caption,
+                             similarity=model.config.cam_similarity)
 
 
 def joint_losses(model: "CamJointModel", out: "CamJointOutput", labels: Tensor | None, input_ids: Tensor | None,

@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--cam-predicted-targets", choices=["predicted", "answer"],
         help="the 'p' targets of eq. 6: the model's own predictions (default, the paper) or the answers")
     add("--cam-caption-target", choices=["sum", "mean"], help="caption score: sum (default) or mean log-probability")
+    add("--cam-similarity", choices=["cosine", "pearson"],
+        help="how eq. 6 compares two maps: cosine (default, the paper) or pearson (correlation; no credit for flat maps)")
     add("--encoder-feature-stage", type=int,
         help="read the CAM's feature map from this timm feature stage (later stages pruned)")
     add("--encoder-kwargs", type=json.loads,
@@ -384,7 +386,8 @@ _CONFIG_OPTIONS = {"variant": "variant", "conditioning": "conditioning", "cam_gr
                    "hidden_size": "hidden_size", "word_embedding_size": "word_embedding_size",
                    "encoder": "encoder_name", "num_concepts": "num_concepts", "cam_loss_weight": "cam_loss_weight",
                    "cam_method": "cam_method", "cam_predicted_targets": "cam_predicted_targets",
-                   "cam_caption_target": "cam_caption_target", "encoder_kwargs": "encoder_kwargs",
+                   "cam_caption_target": "cam_caption_target", "cam_similarity": "cam_similarity",
+                   "encoder_kwargs": "encoder_kwargs",
                    "encoder_feature_stage": "encoder_feature_stage", "encoder_weights": "encoder_weights"}
 # Config fields that the data decides (vocabulary, classes) or that only describe the file.
 _DERIVED_FIELDS = ("vocab_size", "id2label", "label2id", "auto_map", "architectures", "transformers_version",
@@ -469,7 +472,8 @@ def build_model_and_processor(args, train_split, label_names):
                  "word_embedding_size": args.word_embedding_size, "encoder_name": args.encoder,
                  "num_concepts": args.num_concepts, "cam_loss_weight": args.cam_loss_weight,
                  "cam_method": args.cam_method, "cam_predicted_targets": args.cam_predicted_targets,
-                 "cam_caption_target": args.cam_caption_target, "encoder_kwargs": args.encoder_kwargs,
+                 "cam_caption_target": args.cam_caption_target, "cam_similarity": args.cam_similarity,
+                 "encoder_kwargs": args.encoder_kwargs,
                  "encoder_feature_stage": args.encoder_feature_stage}
     settings.update({k: v for k, v in overrides.items() if v is not None})
     if args.dataset == "synthetic":
