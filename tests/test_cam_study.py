@@ -1,4 +1,4 @@
-"""scripts/cam_study.py: the paired interval and a report over partly finished runs."""
+"""The study scripts: cam_study.py (paired interval, a report over partly finished runs), cam_map_spread.py."""
 
 import importlib.util
 from pathlib import Path
@@ -35,3 +35,21 @@ def test_report_pairs_only_the_seeds_both_rows_finished(cam_study):
     assert "| w=1 | 2 | 90.5 ± 6.4 |" in report
     # differences +5 and +6 over seeds 0 and 1: mean +5.5, t(1) half-width 12.706 * 0.7071 / sqrt(2) = 6.35
     assert "| w=1 | 2 | +5.5 [-0.9, +11.9] |" in report
+
+
+def test_map_spread_statistics_on_hand_computed_maps():
+    spec = importlib.util.spec_from_file_location("cam_map_spread", REPO / "scripts" / "cam_map_spread.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import numpy as np
+
+    bird = np.zeros((10, 10), dtype=bool)
+    bird[2:4] = True  # 20 pixels
+    parts = np.zeros((10, 10), dtype=bool)
+    parts[2, 5] = True
+    uniform = module.spread_statistics(np.ones((10, 10)), bird, parts)
+    assert uniform == pytest.approx({"bird": 0.2, "parts": 0.01, "top10": 0.1, "flat": 1.0})
+    spot = np.full((10, 10), -1.0)  # negative cells are clipped away
+    spot[2, 5] = 3.0
+    assert module.spread_statistics(spot, bird, parts) == pytest.approx(
+        {"bird": 1.0, "parts": 1.0, "top10": 1.0, "flat": 0.1})
