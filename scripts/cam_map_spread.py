@@ -3,7 +3,8 @@
     python scripts/cam_map_spread.py outputs/cam-study/w_0-seed0 outputs/cam-study/w_1-seed0
 
 For every test image and both heads' maps (the classifier's for its predicted class, the captioner's for its
-generated caption), bilinearly upsampled to the input and clipped at 0 as the localisation metrics read them:
+generated caption), bilinearly upsampled to the input as the localisation metrics do, then clipped at 0 (Grad-CAM maps
+already are):
 
 * ``bird``: share of the map's energy inside the whole bird's silhouette (a uniform map scores the bird's area);
 * ``parts``: the same inside the discriminative parts (the energy pointing game);
@@ -36,12 +37,12 @@ def spread_statistics(cam: np.ndarray, bird: np.ndarray, parts: np.ndarray) -> d
 
 def run_statistics(run_dir: str, batch_size: int = 50) -> dict[str, float]:
     import torch
-    import torch.nn.functional as F
 
     from cam_joint import CamJointModel, CamJointProcessor
     from cam_joint.data.synthetic import PART_INDEX
     from cam_joint.evaluation_cli import load_eval_dataset
     from cam_joint.metrics.geometry import mask_in_box, preprocessed_box
+    from cam_joint.metrics.map_inputs import _upsample
     from cam_joint.prediction import predict_batch
 
     model = CamJointModel.from_pretrained(run_dir).eval()
@@ -66,8 +67,7 @@ def run_statistics(run_dir: str, batch_size: int = 50) -> dict[str, float]:
             values.setdefault("bird_area", []).append(bird.mean())
             values.setdefault("parts_area", []).append(parts.mean())
             for head, maps in (("classifier", prediction.class_maps), ("captioner", prediction.caption_maps)):
-                cam = F.interpolate(maps[i][None, None].float(), size=(height, width), mode="bilinear",
-                                    align_corners=False)[0, 0].numpy()
+                cam = _upsample(maps[i].double(), (height, width))
                 for name, value in spread_statistics(cam, bird, parts).items():
                     values.setdefault(f"{name}_{head}", []).append(value)
     return {name: float(np.mean(v)) for name, v in values.items()}

@@ -125,12 +125,16 @@ def test_missing_or_corrupt_images_are_named(tiny, tmp_path, capsys):
     assert "unknown class 'no_such_bird'" in capsys.readouterr().err
 
 
-def test_caption_takes_a_folder_and_skips_bad_files_when_asked(tiny, tmp_path, capsys):
-    _, _, _, model_dir, images = tiny
-    folder = tmp_path / "photos"
+def _copied_into(folder, images):
     folder.mkdir()
     for image in images:
         (folder / image.name).write_bytes(image.read_bytes())
+    return folder
+
+
+def test_caption_takes_a_folder_and_skips_bad_files_when_asked(tiny, tmp_path, capsys):
+    _, _, _, model_dir, images = tiny
+    folder = _copied_into(tmp_path / "photos", images)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (folder / "notes.txt").write_text("not an image, and not an image name")  # ignored: not an image suffix
     assert cli_main(["caption", "--model", str(model_dir), str(folder)]) == 2
@@ -156,10 +160,7 @@ def test_a_caption_cut_by_the_maximum_length_says_so(tiny, capsys):
 
 def test_explain_a_folder_writes_one_png_per_image(tiny, tmp_path, capsys):
     _, _, _, model_dir, images = tiny
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for image in images:
-        (folder / image.name).write_bytes(image.read_bytes())
+    folder = _copied_into(tmp_path / "photos", images)
     assert cli_main(["explain", "--model", str(model_dir), str(folder), "--output", str(tmp_path / "cams")]) == 0
     assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == sorted(f"{p.stem}_cam.png" for p in images)
 

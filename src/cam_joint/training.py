@@ -466,15 +466,10 @@ def build_model_and_processor(args, train_split, label_names):
         settings = json.loads(Path(args.config).read_text()) if args.config else {}
     for key in _DERIVED_FIELDS:
         settings.pop(key, None)
-    overrides = {"variant": args.variant, "conditioning": args.conditioning,
-                 "cam_gradient_mode": args.cam_gradient_mode, "freeze_encoder": args.freeze_encoder,
-                 "intermediate_size": args.intermediate_size, "hidden_size": args.hidden_size,
-                 "word_embedding_size": args.word_embedding_size, "encoder_name": args.encoder,
-                 "num_concepts": args.num_concepts, "cam_loss_weight": args.cam_loss_weight,
-                 "cam_method": args.cam_method, "cam_predicted_targets": args.cam_predicted_targets,
-                 "cam_caption_target": args.cam_caption_target, "cam_similarity": args.cam_similarity,
-                 "encoder_kwargs": args.encoder_kwargs,
-                 "encoder_feature_stage": args.encoder_feature_stage}
+    # Every option that sets a config field, except the encoder weights: load_pretrained_encoder records those once
+    # they have loaded into the encoder.
+    overrides = {field: getattr(args, option) for option, field in _CONFIG_OPTIONS.items()
+                 if option != "encoder_weights"}
     settings.update({k: v for k, v in overrides.items() if v is not None})
     if args.dataset == "synthetic":
         # Small and fast by default: a frozen RANDOM encoder cannot learn the synthetic birds (no ImageNet weights
