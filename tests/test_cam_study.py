@@ -53,3 +53,38 @@ def test_map_spread_statistics_on_hand_computed_maps():
     spot[2, 5] = 3.0
     assert module.spread_statistics(spot, bird, parts) == pytest.approx(
         {"bird": 1.0, "parts": 1.0, "top10": 1.0, "flat": 0.1})
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cue_only_histogram_counts_the_border_band_only():
+    import numpy as np
+
+    module = _script("cue_only_classifier")
+    image = np.zeros((10, 10, 3), dtype=np.uint8)  # black border band of width 2 (64 pixels) ...
+    image[2:8, 2:8] = (255, 0, 0)  # ... around a red centre (36 pixels)
+    bins = module.BINS_PER_CHANNEL
+    red_cell = (bins - 1) * bins * bins
+    border = module.colour_histogram(image, border=2)
+    assert border[0] == 1.0 and border.sum() == pytest.approx(1.0)
+    whole = module.colour_histogram(image, border=None)
+    assert whole[0] == pytest.approx(0.64) and whole[red_cell] == pytest.approx(0.36)
+
+
+def test_cue_only_regression_learns_a_cue_that_is_there_and_not_one_that_is_not():
+    import numpy as np
+
+    module = _script("cue_only_classifier")
+    rng = np.random.default_rng(0)
+    labels = np.arange(300) % 3
+    informative = np.eye(3)[labels] + 0.1 * rng.standard_normal((300, 3))  # the class, plus noise
+    noise = rng.standard_normal((300, 3))  # nothing
+    model = module.fit_logistic_regression(np.concatenate([informative, noise], 1), labels, 3)
+    assert (module.predict(model, np.concatenate([informative, noise], 1)) == labels).mean() == 1.0
+    blind = module.fit_logistic_regression(noise[:150], labels[:150], 3, weight_decay=1.0)
+    assert (module.predict(blind, noise[150:]) == labels[150:]).mean() < 0.5
