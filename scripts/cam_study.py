@@ -81,25 +81,41 @@ def main() -> None:
             list(pool.map(run, runs))
     metrics = {key: json.loads((path / "metrics.json").read_text()) for key, path in runs.items()}
     curves = {key: cam_loss_curve(path) for key, path in runs.items()}
-    print(format_report(rows, args.seeds, metrics, curves, common))
+    class_curves = {key: training_curve(path, "train/class_loss") for key, path in runs.items()}
+    print(format_report(rows, args.seeds, metrics, curves, common, class_curves))
 
 
 def _slug(label: str) -> str:
     return "".join(c if c.isalnum() or c in ".-" else "_" for c in label)
 
 
-def cam_loss_curve(run_dir: Path) -> list[float]:
-    """train/cam_loss per step from the run's TensorBoard events (empty without L_cam)."""
+def training_curve(run_dir: Path, tag: str = "train/cam_loss") -> list[float]:
+    """A logged value per step from the run's TensorBoard events (empty where the run did not log it)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     files = sorted(run_dir.rglob("events.out.tfevents*"))
     if not files:
         return []
-    events = EventAccumulator(str(files[-1]))
+    events = EventAccumulator(str(files[-1]), size_guidance={"scalars": 0})  # 0: keep every step
     events.Reload()
-    if "train/cam_loss" not in events.Tags()["scalars"]:
+    if tag not in events.Tags()["scalars"]:
         return []
-    return [e.value for e in events.Scalars("train/cam_loss")]
+    return [e.value for e in events.Scalars(tag)]
+
+
+def cam_loss_curve(run_dir: Path) -> list[float]:
+    return training_curve(run_dir, "train/cam_loss")
+
+
+def relative_movement(values: list[float], share: float = 0.2) -> float:
+    """How much a training curve still moves over its last `share` of steps: the least-squares line's change across
+    that window, relative to the window's mean (0.02 = it still falls or rises by 2 %). A line, not the two ends,
+    because a per-step loss is noisy."""
+    import numpy as np
+
+    window = np.asarray(values[-max(2, round(share * len(values))):], dtype=np.float64)
+    slope = np.polyfit(np.arange(len(window)), window, 1)[0]
+    return float(slope * (len(window) - 1) / window.mean())
 
 
 def paired_interval(differences: list[float]) -> tuple[float, float]:
@@ -121,7 +137,7 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def format_report(rows, seeds, metrics, curves, common) -> str:
+def format_report(rows, seeds, metrics, curves, common, class_curves=None) -> str:
     columns = [c for c in COLUMNS if any(c in m for m in metrics.values())]
     header = "| row | seeds | " + " | ".join(columns) + " |"
     rule = "|" + "---|" * (len(columns) + 2)
@@ -159,6 +175,13 @@ def format_report(rows, seeds, metrics, curves, common) -> str:
         if summaries:
             first, peak, last = (statistics.mean(part) for part in zip(*summaries))
             lines.append(f"- {label}: {first:.3f} / {peak:.3f} / {last:.3f}")
+    if class_curves:
+        lines += ["", "Converged? The class loss's relative movement over the last 20 % of steps (least-squares line; "
+                      "per seed):", ""]
+        for label in rows:
+            moves = [relative_movement(class_curves[(label, s)]) for s in seeds_of(label) if class_curves[(label, s)]]
+            if moves:
+                lines.append(f"- {label}: " + ", ".join(f"{100 * m:+.1f} %" for m in moves))
     lines += ["", "Rows:", ""] + [f"- {label}: `{' '.join(args)}`" for label, args in rows.items()]
     return "\n".join(lines)
 
