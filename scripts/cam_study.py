@@ -93,29 +93,33 @@ def training_curve(run_dir: Path, tag: str = "train/cam_loss") -> list[float]:
     """A logged value per step from the run's TensorBoard events (empty where the run did not log it)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    files = sorted(run_dir.rglob("events.out.tfevents*"))
-    if not files:
-        return []
-    events = EventAccumulator(str(files[-1]), size_guidance={"scalars": 0})  # 0: keep every step
-    events.Reload()
-    if tag not in events.Tags()["scalars"]:
-        return []
-    return [e.value for e in events.Scalars(tag)]
+    for path in sorted(run_dir.rglob("events.out.tfevents*"), reverse=True):  # the newest file that has the tag
+        events = EventAccumulator(str(path), size_guidance={"scalars": 0})  # 0: keep every step
+        events.Reload()
+        if tag in events.Tags()["scalars"]:
+            return [e.value for e in events.Scalars(tag)]
+    return []
 
 
 def cam_loss_curve(run_dir: Path) -> list[float]:
     return training_curve(run_dir, "train/cam_loss")
 
 
-def relative_movement(values: list[float], share: float = 0.2) -> float:
+def relative_movement(values: list[float], share: float = 0.2) -> tuple[float, float]:
     """How much a training curve still moves over its last `share` of steps: the least-squares line's change across
-    that window, relative to the window's mean (0.02 = it still falls or rises by 2 %). A line, not the two ends,
-    because a per-step loss is noisy."""
+    that window relative to the window's mean (0.02 = it still falls or rises by 2 %), and the half-width of that
+    change's 95 % interval. A line, not the two ends, and an interval, because a per-step loss is noisy: on the
+    shortcut testbed a batch's loss is mostly how many of its images break the shortcut."""
     import numpy as np
+    from scipy.stats import t
 
-    window = np.asarray(values[-max(2, round(share * len(values))):], dtype=np.float64)
-    slope = np.polyfit(np.arange(len(window)), window, 1)[0]
-    return float(slope * (len(window) - 1) / window.mean())
+    window = np.asarray(values[-max(3, round(share * len(values))):], dtype=np.float64)
+    steps = np.arange(len(window), dtype=np.float64)
+    slope, intercept = np.polyfit(steps, window, 1)
+    residual = window - (slope * steps + intercept)
+    slope_se = math.sqrt(residual.var(ddof=2) / ((steps - steps.mean()) ** 2).sum())
+    scale = (len(window) - 1) / window.mean()
+    return float(slope * scale), float(t.ppf(0.975, len(window) - 2) * slope_se * scale)
 
 
 def paired_interval(differences: list[float]) -> tuple[float, float]:
@@ -176,12 +180,12 @@ def format_report(rows, seeds, metrics, curves, common, class_curves=None) -> st
             first, peak, last = (statistics.mean(part) for part in zip(*summaries))
             lines.append(f"- {label}: {first:.3f} / {peak:.3f} / {last:.3f}")
     if class_curves:
-        lines += ["", "Converged? The class loss's relative movement over the last 20 % of steps (least-squares line; "
-                      "per seed):", ""]
+        lines += ["", "Converged? The class loss's relative movement over the last 20 % of steps (least-squares line, "
+                      "± its 95 % interval; per seed):", ""]
         for label in rows:
             moves = [relative_movement(class_curves[(label, s)]) for s in seeds_of(label) if class_curves[(label, s)]]
             if moves:
-                lines.append(f"- {label}: " + ", ".join(f"{100 * m:+.1f} %" for m in moves))
+                lines.append(f"- {label}: " + ", ".join(f"{100 * m:+.1f} % ± {100 * h:.1f}" for m, h in moves))
     lines += ["", "Rows:", ""] + [f"- {label}: `{' '.join(args)}`" for label, args in rows.items()]
     return "\n".join(lines)
 

@@ -92,6 +92,8 @@ def test_cue_only_regression_learns_a_cue_that_is_there_and_not_one_that_is_not(
 
 def test_relative_movement_reads_the_trend_of_the_last_fifth(cam_study):
     flat_end = [10.0 - i for i in range(80)] + [1.0, 1.1, 0.9, 1.0] * 5  # falls, then noise around 1
-    assert abs(cam_study.relative_movement(flat_end)) < 0.05
+    move, half = cam_study.relative_movement(flat_end)
+    assert abs(move) < 0.05 and move - half < 0 < move + half  # no trend: the interval holds 0
     falling = [2.0 - 0.01 * i for i in range(100)]  # last 20 steps: 1.20 -> 1.01, line change -0.19 over mean 1.105
-    assert cam_study.relative_movement(falling) == pytest.approx(-0.19 / 1.105)
+    move, half = cam_study.relative_movement(falling)
+    assert move == pytest.approx(-0.19 / 1.105) and half == pytest.approx(0, abs=1e-9)  # a line: no noise
