@@ -57,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--synthetic-distractors", type=int, default=0, metavar="N",
         help="synthetic data: N non-discriminative parts per image painted in saturated colours (0-8), so that "
              "only the right parts decide the class")
+    add("--synthetic-background-bias", type=float, metavar="P",
+        help="synthetic data: the shortcut testbed. Each class gets a background of its own, shown by a fraction P "
+             "(0-1) of its train/validation/test images (the rest show another class's); adds a test_shifted split "
+             "whose backgrounds ignore the class")
+    add("--synthetic-shifted-per-class", type=int, metavar="N",
+        help="synthetic data with --synthetic-background-bias: test_shifted images per class (default 100)")
     add("--encoder", help="timm model name (default for synthetic data: resnet10t at output stride 8, read from "
                           "layer3; else the config's)")
     add("--encoder-pretrained", action="store_true", help="start the encoder from timm's ImageNet weights (download)")
@@ -448,6 +454,13 @@ def load_training_data(args):
                            ("distractors", args.synthetic_distractors)):
             if value:  # only what was asked for: earlier runs' recorded specs stay the same
                 spec[key] = value
+        if args.synthetic_background_bias is not None:  # 0 is a bias too (every background another class's)
+            spec["background_bias"] = args.synthetic_background_bias
+            if args.synthetic_shifted_per_class is not None:
+                spec["shifted_per_class"] = args.synthetic_shifted_per_class
+        elif args.synthetic_shifted_per_class is not None:
+            raise ValueError("--synthetic-shifted-per-class sizes the test_shifted split, which exists only with "
+                             "--synthetic-background-bias")
         return load_dataset_by_name("synthetic", data_dir=args.data_dir, protocol=args.protocol, **spec), \
             {"synthetic": spec}
     options = {"skip_bad": True} if args.skip_bad else {}
