@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import get_scheduler
 
 from .data import DATASETS, registered_protocols
+from .data.synthetic_backgrounds import SHIFTED_SPLIT
 
 logger = logging.getLogger("cam_joint.train")
 
@@ -138,7 +139,10 @@ def main(args: argparse.Namespace) -> int:
     if args.train_split not in dataset:
         raise ValueError(f"--train-split {args.train_split!r} is not a split of {args.dataset}: {sorted(dataset)}")
     train_split = dataset[args.train_split]
-    eval_split = dataset[args.eval_split] if args.eval_split in dataset else dataset[list(dataset)[-1]]
+    # The fallback is the last in-distribution split (test_shifted, the shortcut testbed's, is evaluated on its own).
+    eval_split = dataset[args.eval_split] if args.eval_split in dataset else \
+        dataset[[name for name in dataset if name != SHIFTED_SPLIT][-1]]
+    shifted_split = dataset[SHIFTED_SPLIT] if SHIFTED_SPLIT in dataset and args.eval_split != SHIFTED_SPLIT else None
 
     # 2. Model, tokenizer, processor.
     model, processor = build_model_and_processor(args, train_split, train_split.features["label"].names)
@@ -219,7 +223,7 @@ def main(args: argparse.Namespace) -> int:
         processor.save_pretrained(output_dir)
         run = resolved_args(args, model.config, processor, data_spec, accelerator.num_processes)
         (output_dir / "training_args.json").write_text(json.dumps(run, indent=2, default=str))
-        metrics = finish_run(model, processor, eval_split, args, output_dir)
+        metrics = finish_run(model, processor, eval_split, args, output_dir, shifted_split=shifted_split)
         logger.info("metrics: %s", json.dumps(metrics))
         run_log.metrics(metrics, step)
         if args.push_to_hub:
@@ -667,13 +671,19 @@ def resolve_checkpoint(resume: str, output_dir: Path) -> Path:
     return folders[-1]
 
 
-def finish_run(model, processor, eval_split, args, output_dir: Path) -> dict:
-    from .evaluation import evaluate_model
+def finish_run(model, processor, eval_split, args, output_dir: Path, shifted_split=None) -> dict:
+    """Evaluate (with the shortcut testbed, also on ``test_shifted``: `evaluation.evaluate_shifted`), write
+    metrics.json, the CAM pictures and the model card."""
+    from .evaluation import WORST_GROUP_KEYS, evaluate_model, evaluate_shifted
     from .hub import write_model_card
     from .inference import save_cam_pictures
 
     metrics = evaluate_model(model, processor, eval_split, batch_size=args.eval_batch_size,
                              caption_metrics=not args.no_caption_metrics)
+    if shifted_split is not None:
+        # The worst group is test_shifted's (in-distribution splits have too few images off their class's background).
+        metrics = {key: value for key, value in metrics.items() if key not in WORST_GROUP_KEYS}
+        metrics.update(evaluate_shifted(model, processor, shifted_split, batch_size=args.eval_batch_size))
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     save_cam_pictures(model, processor, eval_split, output_dir, count=4)
     write_model_card(output_dir, model.config, metrics, training_args=vars(args), dataset_name=args.dataset,

@@ -55,6 +55,7 @@ from cam_joint.data.synthetic_parts import (
     class_specs,
 )
 from cam_joint.data.synthetic_backgrounds import (
+    SHIFTED_SPLIT,
     assign_background_classes,
     assignment_generator,
     check_background_bias,
@@ -69,7 +70,7 @@ from cam_joint.data.synthetic_distractors import MAX_DISTRACTORS, paint_distract
 DEFAULT_IMAGE_SIZE = 96
 DEFAULT_SPLIT_SIZES = {"train": 200, "validation": 25, "test": 25}  # images per class
 CAPTIONS_PER_IMAGE = 10
-_SPLIT_IDS = {"train": 0, "validation": 1, "test": 2, "test_shifted": 3}
+_SPLIT_IDS = {"train": 0, "validation": 1, "test": 2, SHIFTED_SPLIT: 3}
 _DISTRACTOR_STREAM = 1  # 4th seed word of an example's distractor generator (its main generator has 3 words)
 # test_shifted's images per class: with 20 classes ~95 of a class's 100 show another class's background, enough for a
 # (class, background does not match) group of >= 50 images.
@@ -421,7 +422,7 @@ def make_synthetic_split(
         raise ValueError(f"split must be one of {', '.join(_SPLIT_IDS)}, got {split!r}")
     _check_distractors(distractors)
     check_background_bias(background_bias, num_classes)
-    if split == "test_shifted" and background_bias is None:
+    if split == SHIFTED_SPLIT and background_bias is None:
         raise ValueError("the test_shifted split exists only with a background_bias (its backgrounds are the point)")
     specs = class_specs(num_classes)
     features = synthetic_features(num_classes, with_distractors=distractors > 0,
@@ -432,7 +433,7 @@ def make_synthetic_split(
     if background_bias is not None:
         backgrounds = assign_background_classes(labels, num_classes, background_bias,
                                                 assignment_generator(seed, _SPLIT_IDS[split]),
-                                                shifted=split == "test_shifted")
+                                                shifted=split == SHIFTED_SPLIT)
     for index, label in enumerate(labels):
         ex = generate_example(seed, split, index, specs[label], image_size, distractors=distractors, classes=specs,
                               background_class=backgrounds[index])
@@ -488,7 +489,7 @@ def make_synthetic_dataset(
     if background_bias is not None:
         if isinstance(shifted_per_class, bool) or not isinstance(shifted_per_class, int) or shifted_per_class < 1:
             raise ValueError(f"shifted_per_class must be a positive integer, got {shifted_per_class!r}")
-        sizes["test_shifted"] = shifted_per_class
+        sizes[SHIFTED_SPLIT] = shifted_per_class
     return datasets.DatasetDict(
         {
             split: make_synthetic_split(split, n, num_classes=num_classes, image_size=image_size, seed=seed,

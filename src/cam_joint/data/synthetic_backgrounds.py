@@ -45,6 +45,8 @@ BACKGROUND_PAIRS: tuple[tuple[int, int], ...] = tuple(
     [(i, (i + step) % 8) for step in (1, 2, 3) for i in range(8)] + [(i, i + 4) for i in range(4)])
 MAX_BACKGROUND_CLASSES = len(BACKGROUND_PAIRS)
 
+SHIFTED_SPLIT = "test_shifted"  # the split whose backgrounds ignore the class
+
 # Seed words: an example's main generator is (seed, split, index), its distractors' (seed, split, index, 1).
 _BACKGROUND_STREAM = 2  # 4th seed word of an example's background generator and of its split's assignment generator
 _ASSIGNMENT_INDEX = 2**32 - 1  # the "example index" word of a split's assignment generator: no example has it
@@ -121,6 +123,7 @@ __all__ = [
     "BACKGROUND_PAIRS",
     "BACKGROUND_TINTS",
     "MAX_BACKGROUND_CLASSES",
+    "SHIFTED_SPLIT",
     "assign_background_classes",
     "assignment_generator",
     "check_background_bias",
