@@ -4,6 +4,8 @@
     python scripts/cam_study.py --seeds 0 1 2 --weights 1 --row "gradcam++ w=1" "--cam-method gradcam++" \\
         --output-dir outputs/cam-study
     python scripts/cam_study.py --seeds 0 1 2 --weights 1 --distractors 8 --output-dir outputs/cam-study-distractors
+    python scripts/cam_study.py --seeds 0 1 2 --weights 1 --background-bias 0.95 --distractors 2 \
+        --output-dir outputs/cam-study-shortcut
 
 Every row is `cam-joint train` with the same data, encoder, sizes and budget; the baseline row `w=0` is the
 `intermediate` variant (the joint model without L_cam, which is what weight 0 trains: the same initialisation and
@@ -29,8 +31,11 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-HEAD_METRICS = ("pointing_game", "energy_pointing", "pxap", "max_box_acc_v2", "pointing_game_distractor")
-COLUMNS = ("top1", "CIDEr", "Bleu_4", "cam_agreement",
+# With --background-bias (the shortcut testbed) the runs also report top1_shifted, worst_group_top1 and where the maps
+# peak on the background (lower is better), on test and on test_shifted; a column no run has is left out.
+HEAD_METRICS = ("pointing_game", "energy_pointing", "pxap", "max_box_acc_v2", "pointing_game_distractor",
+                "pointing_game_background", "shifted_pointing_game_background")
+COLUMNS = ("top1", "top1_shifted", "worst_group_top1", "CIDEr", "Bleu_4", "cam_agreement",
            *(f"{m}_{head}" for m in HEAD_METRICS for head in ("classifier", "captioner")))
 
 
@@ -42,6 +47,8 @@ def main() -> None:
                         help="an extra row: cam variant at the first weight with these training arguments")
     parser.add_argument("--max-steps", type=int, default=None, help="default: `cam-joint train`'s own (4 epochs)")
     parser.add_argument("--distractors", type=int, default=0, help="--synthetic-distractors for every run")
+    parser.add_argument("--background-bias", type=float, default=None, metavar="P",
+                        help="--synthetic-background-bias for every run: the shortcut testbed")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores / jobs threads)")
     parser.add_argument("--output-dir", default="outputs/cam-study")
     parser.add_argument("--reuse", action="store_true", help="keep runs whose metrics.json exists")
@@ -58,6 +65,8 @@ def main() -> None:
         common += ["--max-steps", str(args.max_steps)]
     if args.distractors:
         common += ["--synthetic-distractors", str(args.distractors)]
+    if args.background_bias is not None:
+        common += ["--synthetic-background-bias", f"{args.background_bias:g}"]
     # Seed-major: a study stopped early still has every row for its first seeds.
     runs = {(label, seed): Path(args.output_dir) / f"{_slug(label)}-seed{seed}"
             for seed in args.seeds for label in rows}

@@ -1,6 +1,8 @@
 """The study scripts: cam_study.py (paired interval, a report over partly finished runs), cam_map_spread.py."""
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,24 @@ def test_report_pairs_only_the_seeds_both_rows_finished(cam_study):
     assert "| w=1 | 2 | 90.5 ± 6.4 |" in report
     # differences +5 and +6 over seeds 0 and 1: mean +5.5, t(1) half-width 12.706 * 0.7071 / sqrt(2) = 6.35
     assert "| w=1 | 2 | +5.5 [-0.9, +11.9] |" in report
+
+
+def test_the_shortcut_testbed_columns_and_flag(cam_study, tmp_path):
+    rows = {"w=0": [], "w=1": []}
+    shortcut = {"top1": 0.9, "top1_shifted": 0.4, "worst_group_top1": 0.2, "pointing_game_background_classifier": 0.7,
+                "pointing_game_background_chance": 0.8}
+    metrics = {("w=0", 0): shortcut, ("w=1", 0): {**shortcut, "top1_shifted": 0.5}}
+    report = cam_study.format_report(rows, [0], metrics, {key: [] for key in metrics}, [])
+    assert "| row | seeds | top1 | top1_shifted | worst_group_top1 | pointing_game_background_classifier |" in report
+    assert "| w=1 | 1 | +0.0 | +10.0 | +0.0 | +0.0 |" in report
+    assert "- pointing_game_background_chance: 80.0" in report
+    # Without the testbed's metrics the table keeps its columns.
+    plain = cam_study.format_report(rows, [0], {k: {"top1": 0.9} for k in metrics}, {k: [] for k in metrics}, [])
+    assert "| row | seeds | top1 |" in plain and "shifted" not in plain
+    printed = subprocess.run([sys.executable, str(REPO / "scripts" / "cam_study.py"), "--report-only",
+                              "--background-bias", "0.95", "--output-dir", str(tmp_path)],
+                             capture_output=True, text=True, check=True).stdout
+    assert "--synthetic-background-bias 0.95" in printed
 
 
 def test_map_spread_statistics_on_hand_computed_maps():

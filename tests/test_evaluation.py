@@ -209,6 +209,33 @@ def test_pointing_game_and_agreement_of_maps_told_the_parts(tiny, monkeypatch):
     assert same["cam_agreement"] == pytest.approx(1.0) and same["pointing_game_captioner"] == 1.0
 
 
+def test_shortcut_testbed_background_pointing_and_worst_group(tiny, monkeypatch):
+    """On test_shifted: a classifier CAM equal to the background (part mask 0) peaks on it on every image, a caption
+    CAM equal to the bird never; chance is the background's mean area share (maps at full resolution). A classifier
+    that always says class 1 has, per group, the share of class 1 in it as top-1."""
+    model, processor, _, _ = tiny
+    shifted = make_synthetic_dataset(**SYNTHETIC, background_bias=0.5, shifted_per_class=3)["test_shifted"]
+    background = torch.stack([torch.tensor(np.asarray(m) == 0, dtype=torch.float32) for m in shifted["part_mask"]])
+    monkeypatch.setattr(model, "generate",
+                        lambda **kw: processor.encode_captions(["a bird"] * kw["feature_maps"].shape[0]))
+    monkeypatch.setattr(model, "grad_cam", Replay([background, 1.0 - background]))
+    original = {k: v.clone() for k, v in model.classifier.state_dict().items()}
+    try:
+        with torch.no_grad():
+            model.classifier.weight.zero_()
+            model.classifier.bias.copy_(torch.tensor([0.0, 5.0, 3.0, 1.0]))  # always class 1
+        metrics = evaluate_model(model, processor, shifted, batch_size=12, caption_metrics=False, progress=False)
+    finally:
+        model.classifier.load_state_dict(original)
+    assert metrics["pointing_game_background_classifier"] == 1.0
+    assert metrics["pointing_game_background_captioner"] == 0.0
+    assert metrics["pointing_game_background_chance"] == pytest.approx(float(background.mean()))
+    labels, matches = np.array(shifted["label"]), np.array(shifted["background_matches"])
+    groups = [labels[matches == value] for value in (True, False) if (matches == value).any()]  # 3 per class: < 50
+    assert metrics["worst_group_top1"] == pytest.approx(min(float(np.mean(g == 1)) for g in groups))
+    assert metrics["num_groups"] == len(groups)
+
+
 def test_keypoint_and_bbox_pointing_game_in_the_cropped_frame(tiny, monkeypatch):
     """CUB-style rows (``parts`` keypoints, ``bbox``) with a cropping processor: the keypoint is found where the
     processor's crop puts it; a keypoint cropped away makes its image not evaluable."""

@@ -189,3 +189,32 @@ def test_as_space_makes_the_output_folder_a_gradio_space(tmp_path):
     assert (out / "app.py").is_file() and (out / "requirements.txt").is_file()
     front_matter = yaml.safe_load((out / "README.md").read_text().split("---")[1])
     assert front_matter["sdk"] == "gradio" and front_matter["app_file"] == "app.py"
+
+
+def test_the_shortcut_testbed_trains_and_reports_the_shifted_metrics(tmp_path, capsys):
+    out = train(tmp_path / "shortcut", "--synthetic-background-bias", "0.95", "--synthetic-distractors", "2",
+                "--synthetic-shifted-per-class", "4", "--max-steps", "30")
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("top1", "top1_shifted", "worst_group_top1", "pointing_game_background_classifier",
+                "pointing_game_background_captioner", "pointing_game_background_chance",
+                "shifted_pointing_game_background_classifier"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["num_images_shifted"] == 3 * 4 and metrics["num_groups"] >= 1
+    assert sum(row["size"] for row in metrics["groups"][:2]) == 3 * 4  # the overall groups cover test_shifted
+    recorded = json.loads((out / "training_args.json").read_text())
+    assert recorded["synthetic"]["background_bias"] == 0.95 and recorded["synthetic_background_bias"] == 0.95
+    assert "--synthetic-background-bias 0.95" in (out / "README.md").read_text()
+    # `cam-joint evaluate --split test_shifted` rebuilds the same split and finds the same top-1.
+    capsys.readouterr()
+    assert cli_main(["evaluate", "--model", str(out), "--split", "test_shifted", "--no-caption-metrics"]) == 0
+    evaluated = json.loads((out / "eval_results_test_shifted.json").read_text())
+    assert evaluated["top1"] == metrics["top1_shifted"] and evaluated["num_images"] == 12
+    assert evaluated["worst_group_top1"] == metrics["worst_group_top1"]
+
+
+def test_a_bad_background_bias_is_one_error_line(tmp_path, capsys):
+    assert cli_main(["train", *TINY, "--synthetic-background-bias", "1.5", "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "error: background_bias must be a number from 0 to 1" in err and "got 1.5" in err
+    assert cli_main(["train", *TINY, "--synthetic-shifted-per-class", "5", "--output-dir", str(tmp_path)]) == 2
+    assert "exists only with --synthetic-background-bias" in capsys.readouterr().err

@@ -20,11 +20,16 @@ Metrics (a flat dict; a metric the model or the dataset cannot give is absent, n
       of the class's discriminative parts), ``energy_pointing`` (the share of the map's energy there), ``pxap``
       (pixel average precision against that mask), ``max_box_acc_v2`` and ``max_box_acc_iou30/50/70`` (against the
       whole bird's box); with ``distractor_parts``, ``pointing_game_distractor`` (peak on a distractor: lower is
-      better);
+      better); with ``background_matches`` (the shortcut testbed), ``pointing_game_background`` (peak on the
+      background, part mask 0: lower is better);
     - CUB: ``pointing_game`` against the 15 part keypoints (within 10 % of the crop's shorter side of a visible
       one), and with ``bbox`` ``pointing_game_bbox``, ``energy_pointing_bbox``, ``max_box_acc_v2``.
   ``num_pointing_game`` / ``num_pointing_game_bbox``: images whose evidence is visible in the crop (the pointing
   games and energy pointing average over them).
+* With a ``background_matches`` column (the synthetic shortcut testbed, `data.synthetic_backgrounds`):
+  ``worst_group_top1``, the worst group's top-1 (`metrics.group_accuracy`: background its own / not, overall and per
+  class where a group has >= 50 images), with ``worst_group`` (its name), ``worst_group_size``, ``num_groups`` and
+  ``groups`` (every group's size and top-1). Training reports them for ``test_shifted``.
 * ``num_images``: images evaluated.
 
 Variants: ``cnn`` (no captioner) gets no caption metrics and no agreement; ``lrcn`` (no classifier) no top-k and no
@@ -40,19 +45,22 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from cam_joint.data.synthetic_backgrounds import SHIFTED_SPLIT
 from cam_joint.metrics import CAPTION_METRIC_KEYS, cam_cosine_similarities, compute_caption_metrics, topk_accuracy
 from cam_joint.metrics.geometry import box_mask, mask_in_box, preprocessed_box
+from cam_joint.metrics.group_accuracy import worst_group_accuracy
 from cam_joint.metrics.localization import baseline_scores, mask_to_box, score_maps
 from cam_joint.metrics.registry import METRICS
 from cam_joint.prediction import image_processor_of, predict_batch
 
-__all__ = ["evaluate_model", "METRIC_ORDER", "image_processor_of"]
+__all__ = ["evaluate_model", "evaluate_shifted", "METRIC_ORDER", "SHIFTED_SPLIT", "image_processor_of"]
 
 # Key order of the printed table and the JSON file: the registered metrics in the registry's order, then the
 # counts; a key a run does not produce is skipped, one not listed here comes last.
 METRIC_ORDER = ("num_images", *METRICS, "num_captioned", "mean_caption_words", "cam_map_size", "num_pointing_game",
-                "num_pointing_game_bbox")
+                "num_pointing_game_bbox", "worst_group", "worst_group_size", "num_groups", "groups")
 HEADS = ("classifier", "captioner")
+WORST_GROUP_KEYS = ("worst_group_top1", "worst_group", "worst_group_size", "num_groups", "groups")
 
 
 @torch.no_grad()
@@ -117,6 +125,19 @@ def evaluate_model(
     return metrics
 
 
+def evaluate_shifted(model, processor, dataset, **kwargs) -> dict[str, Any]:
+    """The shortcut testbed's out-of-distribution numbers: `evaluate_model` on ``test_shifted`` (no caption metrics:
+    the captions do not depend on the background), as ``top1_shifted``, the worst-group keys (``worst_group_top1``,
+    ...) and every pointing game prefixed ``shifted_`` (e.g. ``shifted_pointing_game_background_classifier``)."""
+    metrics = evaluate_model(model, processor, dataset, caption_metrics=False, **kwargs)
+    out: dict[str, Any] = {"num_images_shifted": metrics["num_images"]}
+    if "top1" in metrics:
+        out["top1_shifted"] = metrics["top1"]
+    out.update({key: metrics[key] for key in WORST_GROUP_KEYS if key in metrics})
+    out.update({f"shifted_{key}": value for key, value in metrics.items() if key.startswith("pointing_game_")})
+    return out
+
+
 class _Results:
     """What evaluation accumulates over the batches, and the metrics computed from it at the end."""
 
@@ -125,6 +146,7 @@ class _Results:
         self.has_classifier, self.has_captioner = model.classifier is not None, model.captioner is not None
         self.image_ids: list[str] = []
         self.labels: list[int] = []
+        self.background_matches: list[bool] | None = [] if "background_matches" in columns else None
         self.logits: list[torch.Tensor] = []
         self.captions: list[str] = []
         self.references: list[list[str]] = []
@@ -136,6 +158,8 @@ class _Results:
         count = len(images)
         self.image_ids.extend(ids)
         self.labels.extend(int(label) for label in rows["label"])
+        if self.background_matches is not None:
+            self.background_matches.extend(bool(value) for value in rows["background_matches"])
         if prediction.logits is not None:
             self.logits.append(prediction.logits)
         if prediction.captions is not None:
@@ -158,6 +182,8 @@ class _Results:
         labeled = labels >= 0  # -1 = unlabeled (some Hub test splits)
         if self.has_classifier and bool(labeled.any()):
             metrics.update(topk_accuracy(torch.cat(self.logits)[labeled], labels[labeled], ks=(1, 5)))
+            if self.background_matches is not None:
+                metrics.update(self._worst_group(labeled))
         if self.has_captioner:
             metrics["mean_caption_words"] = _mean([len(text.split()) for text in self.captions])
         if caption_metrics:
@@ -170,6 +196,12 @@ class _Results:
             metrics.update(self.localisation.metrics())
         return {**{key: metrics[key] for key in METRIC_ORDER if key in metrics},
                 **{key: value for key, value in metrics.items() if key not in METRIC_ORDER}}
+
+    def _worst_group(self, labeled: torch.Tensor) -> dict[str, Any]:
+        keep = labeled.numpy()
+        names = [name for _, name in sorted((int(k), v) for k, v in (self.model.config.id2label or {}).items())]
+        return worst_group_accuracy(torch.cat(self.logits).argmax(-1).numpy()[keep], np.asarray(self.labels)[keep],
+                                    np.asarray(self.background_matches)[keep], class_names=names or None)
 
     def _caption_scores(self, meteor) -> dict[str, Any]:
         scored = [i for i, refs in enumerate(self.references) if any(r.strip() for r in refs)]
@@ -199,7 +231,8 @@ class _Localisation:
     """Where each head's CAM looks, on whatever ground truth the dataset has, beside maps that ignore the image.
 
     * synthetic birds: the discriminative parts' mask (pointing game, energy pointing, PxAP), the whole bird's box
-      (MaxBoxAccV2), and with distractors the distractor parts' mask (`pointing_game_distractor`: lower is better);
+      (MaxBoxAccV2), with distractors the distractor parts' mask (`pointing_game_distractor`: lower is better), and
+      with class backgrounds the background (part mask 0: `pointing_game_background`, lower is better);
     * CUB: the 15 part keypoints (pointing game), the bird's box (pointing game, energy pointing and MaxBoxAccV2, as
       ``*_bbox`` and ``max_box_acc_*``).
 
@@ -211,6 +244,7 @@ class _Localisation:
     def __init__(self, columns: set[str]):
         self.synthetic = "part_mask" in columns and "discriminative_parts" in columns
         self.distractors = self.synthetic and "distractor_parts" in columns
+        self.backgrounds = self.synthetic and "background_matches" in columns
         self.keypoints = "parts" in columns
         self.boxes = "bbox" in columns
         self.maps: dict[str, list[torch.Tensor]] = {head: [] for head in HEADS}
@@ -229,9 +263,16 @@ class _Localisation:
             kinds = {"parts": rows["discriminative_parts"], "bird": None}
             if self.distractors:
                 kinds["distractors"] = rows["distractor_parts"]
+            if self.backgrounds:
+                kinds["background"] = None
             for kind, parts in kinds.items():
                 for part_mask, wanted, box in zip(part_masks, parts or [None] * len(part_masks), boxes):
-                    inside = part_mask > 0 if wanted is None else np.isin(part_mask, [PART_INDEX[p] for p in wanted])
+                    if kind == "background":
+                        inside = part_mask == 0
+                    elif wanted is None:  # the whole bird
+                        inside = part_mask > 0
+                    else:
+                        inside = np.isin(part_mask, [PART_INDEX[p] for p in wanted])
                     self.truth.setdefault(kind, []).append(mask_in_box(inside, box, out_h, out_w))
         elif self.keypoints:
             for keypoints, image, box in zip(rows["parts"], images, boxes):
@@ -278,6 +319,9 @@ class _Localisation:
             tasks.append(self._box_task("bird"))
             if self.distractors:
                 tasks.append(("pointing_game_distractor", "pointing_game", {"masks": self.truth["distractors"]},
+                              everyone))
+            if self.backgrounds:
+                tasks.append(("pointing_game_background", "pointing_game", {"masks": self.truth["background"]},
                               everyone))
         elif self.keypoints:
             entries = self.truth["keypoints"]

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import get_scheduler
 
 from .data import DATASETS, registered_protocols
+from .data.synthetic_backgrounds import SHIFTED_SPLIT
 
 logger = logging.getLogger("cam_joint.train")
 
@@ -57,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--synthetic-distractors", type=int, default=0, metavar="N",
         help="synthetic data: N non-discriminative parts per image painted in saturated colours (0-8), so that "
              "only the right parts decide the class")
+    add("--synthetic-background-bias", type=float, metavar="P",
+        help="synthetic data: the shortcut testbed. Each class gets a background of its own, shown by a fraction P "
+             "(0-1) of its train/validation/test images (the rest show another class's); adds a test_shifted split "
+             "whose backgrounds ignore the class")
+    add("--synthetic-shifted-per-class", type=int, metavar="N",
+        help="synthetic data with --synthetic-background-bias: test_shifted images per class (default 100)")
     add("--encoder", help="timm model name (default for synthetic data: resnet10t at output stride 8, read from "
                           "layer3; else the config's)")
     add("--encoder-pretrained", action="store_true", help="start the encoder from timm's ImageNet weights (download)")
@@ -132,7 +139,10 @@ def main(args: argparse.Namespace) -> int:
     if args.train_split not in dataset:
         raise ValueError(f"--train-split {args.train_split!r} is not a split of {args.dataset}: {sorted(dataset)}")
     train_split = dataset[args.train_split]
-    eval_split = dataset[args.eval_split] if args.eval_split in dataset else dataset[list(dataset)[-1]]
+    # The fallback is the last in-distribution split (test_shifted, the shortcut testbed's, is evaluated on its own).
+    eval_split = dataset[args.eval_split] if args.eval_split in dataset else \
+        dataset[[name for name in dataset if name != SHIFTED_SPLIT][-1]]
+    shifted_split = dataset[SHIFTED_SPLIT] if SHIFTED_SPLIT in dataset and args.eval_split != SHIFTED_SPLIT else None
 
     # 2. Model, tokenizer, processor.
     model, processor = build_model_and_processor(args, train_split, train_split.features["label"].names)
@@ -213,7 +223,7 @@ def main(args: argparse.Namespace) -> int:
         processor.save_pretrained(output_dir)
         run = resolved_args(args, model.config, processor, data_spec, accelerator.num_processes)
         (output_dir / "training_args.json").write_text(json.dumps(run, indent=2, default=str))
-        metrics = finish_run(model, processor, eval_split, args, output_dir)
+        metrics = finish_run(model, processor, eval_split, args, output_dir, shifted_split=shifted_split)
         logger.info("metrics: %s", json.dumps(metrics))
         run_log.metrics(metrics, step)
         if args.push_to_hub:
@@ -448,6 +458,13 @@ def load_training_data(args):
                            ("distractors", args.synthetic_distractors)):
             if value:  # only what was asked for: earlier runs' recorded specs stay the same
                 spec[key] = value
+        if args.synthetic_background_bias is not None:  # 0 is a bias too (every background another class's)
+            spec["background_bias"] = args.synthetic_background_bias
+            if args.synthetic_shifted_per_class is not None:
+                spec["shifted_per_class"] = args.synthetic_shifted_per_class
+        elif args.synthetic_shifted_per_class is not None:
+            raise ValueError("--synthetic-shifted-per-class sizes the test_shifted split, which exists only with "
+                             "--synthetic-background-bias")
         return load_dataset_by_name("synthetic", data_dir=args.data_dir, protocol=args.protocol, **spec), \
             {"synthetic": spec}
     options = {"skip_bad": True} if args.skip_bad else {}
@@ -654,13 +671,19 @@ def resolve_checkpoint(resume: str, output_dir: Path) -> Path:
     return folders[-1]
 
 
-def finish_run(model, processor, eval_split, args, output_dir: Path) -> dict:
-    from .evaluation import evaluate_model
+def finish_run(model, processor, eval_split, args, output_dir: Path, shifted_split=None) -> dict:
+    """Evaluate (with the shortcut testbed, also on ``test_shifted``: `evaluation.evaluate_shifted`), write
+    metrics.json, the CAM pictures and the model card."""
+    from .evaluation import WORST_GROUP_KEYS, evaluate_model, evaluate_shifted
     from .hub import write_model_card
     from .inference import save_cam_pictures
 
     metrics = evaluate_model(model, processor, eval_split, batch_size=args.eval_batch_size,
                              caption_metrics=not args.no_caption_metrics)
+    if shifted_split is not None:
+        # The worst group is test_shifted's (in-distribution splits have too few images off their class's background).
+        metrics = {key: value for key, value in metrics.items() if key not in WORST_GROUP_KEYS}
+        metrics.update(evaluate_shifted(model, processor, shifted_split, batch_size=args.eval_batch_size))
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     save_cam_pictures(model, processor, eval_split, output_dir, count=4)
     write_model_card(output_dir, model.config, metrics, training_args=vars(args), dataset_name=args.dataset,

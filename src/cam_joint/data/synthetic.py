@@ -18,6 +18,11 @@ Why it looks the way it does:
   painted in saturated colours too, so that *which* colours appear no longer names the class: only the colours of
   the right parts do. The default (``n = 0``) draws exactly the images it always did.
 
+* With ``background_bias=P`` (`cam_joint.data.synthetic_backgrounds`), each class has a background of its own (a
+  pattern in two dull tints) that a fraction ``P`` of its images show in train/validation/test, and a ``test_shifted``
+  split draws backgrounds independently of the class: the shortcut testbed. ``None``, the default, draws exactly the
+  images it always did.
+
 Everything is deterministic for a seed: every image has its own generator seeded with ``(seed, split, index)``.
 """
 
@@ -26,138 +31,50 @@ from __future__ import annotations
 import io
 import math
 import random
-from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Mapping, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-# Order of the parts; the mask stores ``PART_NAMES.index(name) + 1``.
-PART_NAMES: tuple[str, ...] = ("body", "head", "crown", "wing", "tail", "beak", "belly", "eye", "legs")
-PART_INDEX: dict[str, int] = {name: i + 1 for i, name in enumerate(PART_NAMES)}
-
-# Saturated colours only ever appear on a class's discriminative parts.
-SATURATED_COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (215, 30, 35),
-    "orange": (245, 135, 20),
-    "yellow": (240, 215, 35),
-    "green": (40, 165, 60),
-    "blue": (35, 85, 220),
-    "purple": (140, 50, 180),
-}
-# Neutral colours for every non-discriminative part (and nothing saturated), chosen far from the palette above.
-NEUTRAL_COLOURS: dict[str, tuple[int, int, int]] = {
-    "white": (235, 235, 228),
-    "grey": (128, 128, 128),
-    "black": (35, 35, 35),
-    "brown": (110, 75, 45),
-}
-# Parts that can carry class evidence: large "family" parts and small "species" parts (the fine-grained ones).
-MAJOR_PARTS: tuple[str, ...] = ("wing", "body", "tail")
-MINOR_PARTS: tuple[str, ...] = ("crown", "beak")
+# The parts, palettes, class definitions and bird attributes live one module below (the distractor and background
+# painters build on them too); they stay importable from here.
+from cam_joint.data.synthetic_parts import (
+    DEFAULT_NUM_CLASSES,
+    MAJOR_PARTS,
+    MINOR_PARTS,
+    NEUTRAL_COLOURS,
+    PART_INDEX,
+    PART_NAMES,
+    SATURATED_COLOURS,
+    BirdAttributes,
+    ClassSpec,
+    _clip255,
+    _jittered,
+    _py_random,
+    class_specs,
+)
+from cam_joint.data.synthetic_backgrounds import (
+    SHIFTED_SPLIT,
+    assign_background_classes,
+    assignment_generator,
+    check_background_bias,
+    paint_background,
+    pattern_generator,
+)
+from cam_joint.data.synthetic_distractors import MAX_DISTRACTORS, paint_distractors
 
 # Defaults measured on a 2-core CPU: a randomly initialised, *trainable* timm resnet10t at 64-96 px passes 0.9 test
 # top-1 within 2-3 epochs with 200 training images per class, and the whole dataset draws in ~5 s. With 60 per class
 # the same CNN overfits (resnet18: 0.44 after 5 epochs). A *frozen* random-weight CNN does not learn it (<= 0.25).
-DEFAULT_NUM_CLASSES = 20
 DEFAULT_IMAGE_SIZE = 96
 DEFAULT_SPLIT_SIZES = {"train": 200, "validation": 25, "test": 25}  # images per class
 CAPTIONS_PER_IMAGE = 10
-_SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
+_SPLIT_IDS = {"train": 0, "validation": 1, "test": 2, SHIFTED_SPLIT: 3}
 _DISTRACTOR_STREAM = 1  # 4th seed word of an example's distractor generator (its main generator has 3 words)
-
-
-# --------------------------------------------------------------------------------------------------- classes
-@dataclass(frozen=True)
-class ClassSpec:
-    """One synthetic species: the colour of each of its discriminative parts."""
-
-    colours: Mapping[str, str]  # part name -> saturated colour name
-
-    @property
-    def discriminative_parts(self) -> tuple[str, ...]:
-        return tuple(sorted(self.colours, key=PART_INDEX.__getitem__))
-
-    @property
-    def name(self) -> str:
-        # e.g. "red_crown_blue_wing": readable, unique because the colour assignment is unique.
-        return "_".join(f"{self.colours[p]}_{p}" for p in self.discriminative_parts)
-
-
-def class_specs(num_classes: int = DEFAULT_NUM_CLASSES) -> list[ClassSpec]:
-    """The first ``num_classes`` species, independent of any seed (label names are stable across seeds).
-
-    Species come in families of four that share one large part's colour: ``{crown: a}``, ``{crown: b}``,
-    ``{crown: a, beak: c}``, ``{beak: d}``. Within a family the first two differ only in the crown, the first and
-    third only in the beak, which makes the task fine-grained. The list is a prefix-stable sequence: the first k
-    classes are the same for any ``num_classes >= k``.
-    """
-    if num_classes < 1:
-        raise ValueError("num_classes must be >= 1")
-    colours = list(SATURATED_COLOURS)
-    rng = np.random.default_rng(20200101)  # fixed: class definitions never depend on the data seed
-    specs: list[ClassSpec] = []
-    seen: set[tuple] = set()
-    family = 0
-    max_families = 10 * (num_classes + 4)
-    while len(specs) < num_classes and family < max_families:
-        major = MAJOR_PARTS[family % len(MAJOR_PARTS)]
-        major_colour = colours[(family // len(MAJOR_PARTS) + family) % len(colours)]
-        a, b, c, d = rng.choice(len(colours), size=4, replace=False)
-        members = [
-            {"crown": colours[a]},
-            {"crown": colours[b]},
-            {"crown": colours[a], "beak": colours[c]},
-            {"beak": colours[d]},
-        ]
-        for extra in members:
-            spec_colours = {major: major_colour, **extra}
-            key = tuple(sorted(spec_colours.items()))
-            if key in seen:
-                continue
-            seen.add(key)
-            specs.append(ClassSpec(spec_colours))
-            if len(specs) == num_classes:
-                break
-        family += 1
-    if len(specs) < num_classes:
-        raise ValueError(f"cannot define {num_classes} distinct synthetic classes")
-    return specs
-
-
-# --------------------------------------------------------------------------------------------------- one bird
-@dataclass
-class BirdAttributes:
-    """Everything random about one bird; drawn first so the captions can describe exactly what is drawn."""
-
-    part_colours: dict[str, str]  # part -> colour name (saturated for discriminative parts, neutral otherwise)
-    rgb: dict[str, tuple[int, int, int]]  # part -> jittered RGB actually drawn
-    beak_length: float  # in body lengths; captions call it "short" or "long"
-    scale: float  # bird length as a fraction of the image size
-    angle: float  # radians
-    mirror: bool
-    position: tuple[float, float]  # where the bird sits within the free space of the frame, each in [0, 1]
-    shape_jitter: np.ndarray = field(repr=False)  # multiplicative jitter of part sizes
-    distractor_parts: tuple[str, ...] = ()  # non-discriminative parts painted in saturated colours (PART_NAMES order)
-
-    @property
-    def beak_word(self) -> str:
-        return "short" if self.beak_length < 0.15 else "long"
-
-
-def _py_random(rng: np.random.Generator) -> random.Random:
-    # Python's Random is ~10x cheaper than numpy's Generator per scalar draw, and we make dozens per image.
-    return random.Random(int(rng.integers(2**63)))
-
-
-def _clip255(v: float) -> int:
-    return int(min(255.0, max(0.0, v)))
-
-
-def _jittered(base: tuple[int, int, int], r: random.Random) -> tuple[int, int, int]:
-    # Small jitter: keeps colours inside their category (palette entries are >= ~60 apart).
-    return tuple(_clip255(v + r.randint(-14, 14)) for v in base)
+# test_shifted's images per class: with 20 classes ~95 of a class's 100 show another class's background, enough for a
+# (class, background does not match) group of >= 50 images.
+DEFAULT_SHIFTED_PER_CLASS = 100
 
 
 def sample_bird(rng: np.random.Generator, spec: ClassSpec) -> BirdAttributes:
@@ -230,8 +147,11 @@ def _gradient(size: int) -> Image.Image:
     return Image.linear_gradient("L").resize((size, size))
 
 
-def _random_background(rng: np.random.Generator, size: int) -> Image.Image:
-    """Low-saturation vertical gradient, and clutter shapes (blobs, boxes, twigs) in low-saturation colours."""
+def _random_background(rng: np.random.Generator, size: int, base: Image.Image | None = None) -> Image.Image:
+    """Low-saturation vertical gradient, and clutter shapes (blobs, boxes, twigs) in low-saturation colours.
+
+    ``base`` (a class background) replaces the gradient; the same random draws are made, so the clutter is the same.
+    """
     r = _py_random(rng)
 
     def dull_colour(max_sat: float = 0.25) -> tuple[int, int, int]:
@@ -239,8 +159,12 @@ def _random_background(rng: np.random.Generator, size: int) -> Image.Image:
         return tuple(_clip255((value + r.uniform(-1, 1) * max_sat * value) * 255) for _ in range(3))
 
     # Gradient between two dull colours, composited in C (a numpy blend cost ~0.1 ms per image).
-    img = Image.composite(Image.new("RGB", (size, size), dull_colour()), Image.new("RGB", (size, size), dull_colour()),
-                          _gradient(size))
+    top, bottom = dull_colour(), dull_colour()
+    if base is not None:
+        img = base.copy()
+    else:
+        img = Image.composite(Image.new("RGB", (size, size), top), Image.new("RGB", (size, size), bottom),
+                              _gradient(size))
     draw = ImageDraw.Draw(img)
     for _ in range(r.randint(3, 8)):
         kind = r.randrange(3)
@@ -271,15 +195,16 @@ def render_bird(
     image_size: int = DEFAULT_IMAGE_SIZE,
     attributes: BirdAttributes | None = None,
     noise_std: float = 6.0,
+    background: Image.Image | None = None,
 ) -> tuple[Image.Image, np.ndarray]:
     """Draw one bird of class ``spec`` on a cluttered background.
 
     Returns the RGB image and a ``(image_size, image_size)`` uint8 mask with ``PART_INDEX[part]`` per pixel
     (0 = background). Pass ``attributes`` (from ``sample_bird``) to draw a specific bird; otherwise one is sampled
-    from ``rng``.
+    from ``rng``. ``background`` (`synthetic_backgrounds.paint_background`) replaces the gradient under the clutter.
     """
     attrs = attributes if attributes is not None else sample_bird(rng, spec)
-    img = _random_background(rng, image_size)
+    img = _random_background(rng, image_size, base=background)
     mask = Image.new("L", (image_size, image_size), 0)
     draw, mdraw = ImageDraw.Draw(img), ImageDraw.Draw(mask)
 
@@ -415,24 +340,27 @@ def generate_example(
     *,
     distractors: int = 0,
     classes: Sequence[ClassSpec] | None = None,
+    background_class: int | None = None,
 ) -> SyntheticExample:
     """One example with its own generator, so any example can be regenerated alone and in any order.
 
     ``distractors`` > 0 paints that many non-discriminative parts in saturated colours that keep the class unique
     among ``classes`` (default: the first `DEFAULT_NUM_CLASSES`; pass the dataset's own list): see
-    `cam_joint.data.synthetic_distractors`.
+    `cam_joint.data.synthetic_distractors`. ``background_class`` paints that class's background under the clutter
+    (`cam_joint.data.synthetic_backgrounds`); None keeps the plain gradient.
     """
     rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
     attrs = sample_bird(rng, spec)
     if distractors:
-        # Imported here: that module builds on this one. Its own generator leaves `rng` untouched, so the bird keeps
-        # the pose, background and noise of the same example without distractors (only the recoloured parts differ).
-        from cam_joint.data.synthetic_distractors import paint_distractors
-
+        # Its own generator leaves `rng` untouched, so the bird keeps the pose, background and noise of the same
+        # example without distractors (only the recoloured parts differ).
         distractor_rng = np.random.default_rng([seed, _SPLIT_IDS[split], index, _DISTRACTOR_STREAM])
         attrs = paint_distractors(attrs, spec, class_specs() if classes is None else classes, distractors,
                                   distractor_rng)
-    image, mask = render_bird(rng, spec, image_size, attributes=attrs)
+    background = None
+    if background_class is not None:  # its own generator too: same bird, clutter and noise as without
+        background = paint_background(pattern_generator(seed, _SPLIT_IDS[split], index), background_class, image_size)
+    image, mask = render_bird(rng, spec, image_size, attributes=attrs, background=background)
     captions = make_captions(rng, spec, attrs)
     return SyntheticExample(image, mask, captions, attrs)
 
@@ -445,9 +373,11 @@ def _encode(image: Image.Image, fmt: str) -> dict:
     return {"bytes": buf.getvalue(), "path": None}
 
 
-def synthetic_features(num_classes: int = DEFAULT_NUM_CLASSES, with_distractors: bool = False):
-    """The dataset's features; ``distractor_parts`` exists only with distractors, so the default dataset keeps
-    its schema and fingerprint (feature caches built on it stay valid)."""
+def synthetic_features(num_classes: int = DEFAULT_NUM_CLASSES, with_distractors: bool = False,
+                       with_backgrounds: bool = False):
+    """The dataset's features; ``distractor_parts`` exists only with distractors and ``background_class`` /
+    ``background_matches`` only with a background bias, so the default dataset keeps its schema and fingerprint
+    (feature caches built on it stay valid)."""
     import datasets
 
     features = {
@@ -460,12 +390,13 @@ def synthetic_features(num_classes: int = DEFAULT_NUM_CLASSES, with_distractors:
     }
     if with_distractors:
         features["distractor_parts"] = datasets.Sequence(datasets.Value("string"))
+    if with_backgrounds:
+        features["background_class"] = datasets.Value("int64")  # whose background the image shows (a label index)
+        features["background_matches"] = datasets.Value("bool")  # background_class == label
     return datasets.Features(features)
 
 
 def _check_distractors(distractors: int) -> None:
-    from cam_joint.data.synthetic_distractors import MAX_DISTRACTORS
-
     if isinstance(distractors, bool) or not isinstance(distractors, int) or not 0 <= distractors <= MAX_DISTRACTORS:
         raise ValueError(f"distractors must be an integer from 0 to {MAX_DISTRACTORS} (the parts a bird has besides "
                          f"its eye), got {distractors!r}")
@@ -478,17 +409,34 @@ def make_synthetic_split(
     image_size: int = DEFAULT_IMAGE_SIZE,
     seed: int = 0,
     distractors: int = 0,
+    background_bias: float | None = None,
 ):
-    """One split as a ``datasets.Dataset``; classes are interleaved (example i has label i % num_classes)."""
+    """One split as a ``datasets.Dataset``; classes are interleaved (example i has label i % num_classes).
+
+    ``split`` is "train", "validation", "test" or (with a ``background_bias``) "test_shifted"; see
+    `make_synthetic_dataset`.
+    """
     import datasets
 
+    if split not in _SPLIT_IDS:
+        raise ValueError(f"split must be one of {', '.join(_SPLIT_IDS)}, got {split!r}")
     _check_distractors(distractors)
+    check_background_bias(background_bias, num_classes)
+    if split == SHIFTED_SPLIT and background_bias is None:
+        raise ValueError("the test_shifted split exists only with a background_bias (its backgrounds are the point)")
     specs = class_specs(num_classes)
-    features = synthetic_features(num_classes, with_distractors=distractors > 0)
+    features = synthetic_features(num_classes, with_distractors=distractors > 0,
+                                  with_backgrounds=background_bias is not None)
     columns: dict[str, list] = {name: [] for name in features}
-    for index in range(per_class * num_classes):
-        label = index % num_classes
-        ex = generate_example(seed, split, index, specs[label], image_size, distractors=distractors, classes=specs)
+    labels = [index % num_classes for index in range(per_class * num_classes)]
+    backgrounds = [None] * len(labels)
+    if background_bias is not None:
+        backgrounds = assign_background_classes(labels, num_classes, background_bias,
+                                                assignment_generator(seed, _SPLIT_IDS[split]),
+                                                shifted=split == SHIFTED_SPLIT)
+    for index, label in enumerate(labels):
+        ex = generate_example(seed, split, index, specs[label], image_size, distractors=distractors, classes=specs,
+                              background_class=backgrounds[index])
         columns["image"].append(_encode(ex.image, "BMP"))
         columns["label"].append(label)
         columns["captions"].append(ex.captions)
@@ -497,6 +445,9 @@ def make_synthetic_split(
         columns["discriminative_parts"].append(list(specs[label].discriminative_parts))
         if distractors:
             columns["distractor_parts"].append(list(ex.attributes.distractor_parts))
+        if background_bias is not None:
+            columns["background_class"].append(backgrounds[index])
+            columns["background_matches"].append(backgrounds[index] == label)
     return datasets.Dataset.from_dict(columns, features=features, split=split)
 
 
@@ -508,6 +459,8 @@ def make_synthetic_dataset(
     image_size: int = DEFAULT_IMAGE_SIZE,
     seed: int = 0,
     distractors: int = 0,
+    background_bias: float | None = None,
+    shifted_per_class: int = DEFAULT_SHIFTED_PER_CLASS,
 ):
     """The synthetic bird dataset as a ``datasets.DatasetDict`` with ``train``/``validation``/``test`` splits.
 
@@ -520,15 +473,27 @@ def make_synthetic_dataset(
     five others). Then a ``distractor_parts`` column lists them, and the label is the most specific class definition
     the bird satisfies (`cam_joint.data.synthetic_distractors.decide_class`). 0, the default, is the dataset without
     distractors.
+
+    ``background_bias`` (P from 0 to 1, or None): the shortcut testbed (`cam_joint.data.synthetic_backgrounds`). Each
+    class gets a background of its own; in train, validation and test exactly ``floor(P * n + 0.5)`` of each
+    class's ``n`` images show it and the others another class's; a fourth split ``test_shifted``
+    (``shifted_per_class`` images per class) draws the background class independently of the label. Then
+    ``background_class`` (int) and ``background_matches`` (bool) columns say which background each image shows.
+    None, the default, is the dataset without class backgrounds (and without test_shifted).
     """
     import datasets
 
     _check_distractors(distractors)
+    check_background_bias(background_bias, num_classes)
     sizes = {"train": train_per_class, "validation": validation_per_class, "test": test_per_class}
+    if background_bias is not None:
+        if isinstance(shifted_per_class, bool) or not isinstance(shifted_per_class, int) or shifted_per_class < 1:
+            raise ValueError(f"shifted_per_class must be a positive integer, got {shifted_per_class!r}")
+        sizes[SHIFTED_SPLIT] = shifted_per_class
     return datasets.DatasetDict(
         {
             split: make_synthetic_split(split, n, num_classes=num_classes, image_size=image_size, seed=seed,
-                                        distractors=distractors)
+                                        distractors=distractors, background_bias=background_bias)
             for split, n in sizes.items()
         }
     )
@@ -550,4 +515,8 @@ __all__ = [
     "make_synthetic_split",
     "make_synthetic_dataset",
     "synthetic_features",
+    "DEFAULT_NUM_CLASSES",
+    "DEFAULT_SHIFTED_PER_CLASS",
+    "MAJOR_PARTS",
+    "MINOR_PARTS",
 ]

@@ -34,7 +34,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from cam_joint.data.synthetic import (
+from cam_joint.data.synthetic_parts import (
     PART_INDEX,
     PART_NAMES,
     SATURATED_COLOURS,

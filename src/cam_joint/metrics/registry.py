@@ -118,6 +118,10 @@ def normalise_key(name: str) -> str:
 METRICS = MetricRegistry(
     _classification("top1", "Top-1", "top1accuracy", "accuracy", "acc", "acc1"),
     _classification("top5", "Top-5", "top5accuracy", "acc5"),
+    # The synthetic shortcut testbed (`data.synthetic_backgrounds`): top-1 on test_shifted, whose backgrounds ignore
+    # the class, and its worst group's (`metrics.group_accuracy`).
+    _classification("top1_shifted", "Top-1, shifted backgrounds", "top1shiftedaccuracy"),
+    _classification("worst_group_top1", "Worst-group top-1", "worstgroupaccuracy"),
     _caption("Bleu_1", "BLEU-1", "bleu"),
     _caption("Bleu_2", "BLEU-2", "bleu"),
     _caption("Bleu_3", "BLEU-3", "bleu"),
@@ -128,6 +132,9 @@ METRICS = MetricRegistry(
     Metric("cam_agreement", "CAM agreement", aliases=("camcosine", "camcosineagreement")),
     *localisation("pointing_game", "Pointing game"),
     *localisation("pointing_game_bbox", "Pointing game, box"),
+    # Peak on the background (part mask 0): lower is better; on the evaluated split and on test_shifted.
+    *localisation("pointing_game_background", "Pointing game, background"),
+    *localisation("shifted_pointing_game_background", "Pointing game, background (shifted)"),
     *localisation("energy_pointing", "Energy pointing"),
     *localisation("energy_pointing_bbox", "Energy pointing, box"),
     *localisation("pxap", "PxAP"),
