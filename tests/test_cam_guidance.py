@@ -304,6 +304,49 @@ def test_each_guided_variant_trains_and_its_checkpoint_says_so(run, tmp_path):
     assert config["cam_guide"] == recorded["cam_guide"] == expected_guide
     assert config["cam_guidance_loss"] == ("evidence" if "evidence" in options else "cosine")
     assert "top1" in json.loads((out / "metrics.json").read_text())
+    card = (out / "README.md").read_text()
+    assert ("one-way teacher" in card) == (expected_guide == "captioner")
+    assert ("(oracle)" in card) == (expected_guide == "mask")
     if "discriminative" in options:
         weights = CamJointModel.from_pretrained(out).caption_word_weights
         assert torch.isfinite(weights).all() and (weights.amax(1) == 1).all()
+        printed = run_script("discriminative_words", ["--model", str(out), "--top", "2"])
+        labels = json.loads((out / "config.json").read_text())["id2label"].values()
+        assert all(f"| {name} | " in printed for name in labels) and "(1.00)" in printed
+
+
+def run_script(name, argv):
+    """A scripts/ file's main(argv), its printed output."""
+    import contextlib
+    import io
+
+    module = importlib_script(name)
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        assert module.main(argv) == 0
+    return output.getvalue()
+
+
+def test_word_shares_split_a_class_s_weight_by_the_dataset_s_ground_truth():
+    """scripts/discriminative_word_shares.py on a hand case: a red-crown class, a distractor painted on the tail."""
+    from cam_joint.data.synthetic import ClassSpec
+
+    module_output = run_script("discriminative_word_shares", ["--classes", "2", "--per-class", "3"])
+    assert "| deciding |" in module_output and "| distractor |" in module_output
+    spec = importlib_script("discriminative_word_shares")
+    groups = spec.word_groups(ClassSpec({"crown": "red"}), {"tail"}, {"crown": ["crown", "cap"],
+                                                                      "tail": ["tail feathers"]}, {"red", "blue"})
+    assert groups == {"deciding": {"crown", "cap", "red"}, "distractor": {"tail", "feathers", "blue"}}
+    vocab = {"red": 0, "cap": 1, "blue": 2, "bird": 3}
+    shares, _ = spec.weight_shares(torch.tensor([[0.5, 0.25, 0.125, 0.125]]), vocab, [groups])
+    assert shares == [{"deciding": 0.75, "distractor": 0.125, "neutral": 0.125}]
+
+
+def importlib_script(name):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

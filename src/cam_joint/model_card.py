@@ -307,8 +307,18 @@ def _architecture_rows(cfg: dict) -> list[tuple[str, str]]:
     if cfg.get("use_cam_loss"):
         rows.append(("CAM loss", f"weight {cfg.get('cam_loss_weight')}, gradient `{cfg.get('cam_gradient_mode')}`, "
                                  f"trains `{cfg.get('cam_trains')}`, caption score `{cfg.get('cam_caption_target')}` "
-                                 f"log-probability, Grad-CAM ReLU {'on' if cfg.get('cam_relu', True) else 'off'}"))
+                                 f"log-probability, Grad-CAM ReLU {'on' if cfg.get('cam_relu', True) else 'off'}"
+                                 + _cam_guide_text(cfg)))
     return rows
+
+
+def _cam_guide_text(cfg: dict) -> str:
+    """What L_cam pulls the maps toward, when not eq. 6's two heads toward each other."""
+    guide = cfg.get("cam_guide", "mutual")
+    if guide == "mutual":
+        return ""
+    toward = "the captioner's map (a one-way teacher)" if guide == "captioner" else "the deciding parts' mask (oracle)"
+    return f"; the classifier's maps pulled toward {toward} by the `{cfg.get('cam_guidance_loss')}` loss"
 
 
 def _usage_values(cfg: dict, repo_id: str) -> dict:
