@@ -134,6 +134,8 @@ def test_guidance_options_are_checked():
         CamJointConfig(cam_guidance_loss="evidence")  # eq. 6 has its own loss
     with pytest.raises(ValueError, match="does not train"):
         CamJointConfig(variant="intermediate", cam_guide="mask")
+    with pytest.raises(ValueError, match="no classifier"):
+        CamJointConfig(variant="lrcn", cam_caption_target="discriminative")
 
 
 # ------------------------------------------------------------------------------------------------ teacher

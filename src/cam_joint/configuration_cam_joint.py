@@ -251,6 +251,9 @@ class CamJointConfig(PretrainedConfig):
         if cam_guide != "mutual" and not self.use_cam_loss:
             raise ValueError(f"CamJointConfig.cam_guide={cam_guide!r} guides the CAM loss, which this config does not "
                              f"train (variant={variant!r}, use_cam_loss={self.use_cam_loss})")
+        if cam_caption_target == "discriminative" and not VARIANTS[variant].has_classifier:
+            raise ValueError(f"CamJointConfig.cam_caption_target='discriminative' weighs a caption's words by the "
+                             f"class it is scored for: variant={variant!r} has no classifier to say which")
         self.cam_guide = cam_guide
         self.cam_guidance_loss = cam_guidance_loss
         self.initializer_range = initializer_range

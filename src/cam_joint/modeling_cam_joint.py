@@ -9,7 +9,9 @@ A model family as Transformers builds one (BLIP): every class reads the same che
 * `CamJointForImageClassification`: + f_class; what `AutoModelForImageClassification` and the image-classification
   pipeline load.
 * `CamJointModel`: the joint model `AutoModel` loads: + f_caption (`model.captioner`, a causal decoder that
-  `generate()` delegates to), the joint loss (`losses_cam_joint`) and the four CAMs of the disagreement loss.
+  `generate()` delegates to), the joint loss (`losses_cam_joint`), the four CAMs of the disagreement loss
+  (`disagreement_maps`) and the classifier's maps with their fixed guide for the one-way guidance losses
+  (`guidance_maps`: the captioner as teacher, the mask oracle).
 
 Every class builds its parts under the same attribute names (encoder, intermediate, classifier, captioner), so the
 state-dict keys are the same in all of them and in checkpoints saved before this layout.
