@@ -284,7 +284,7 @@ GUIDED_RUNS = {
     "discriminative": ["--cam-caption-target", "discriminative"],
     "teacher": ["--cam-teacher", "captioner"],
     "mask": ["--cam-mask-guidance"],
-    "mask_evidence": ["--cam-mask-guidance", "--cam-guidance-loss", "evidence"],
+    "mask_evidence": ["--cam-mask-guidance", "--cam-guidance-loss", "evidence", "--cam-trains", "all"],
     "teacher_evidence": ["--cam-teacher", "captioner", "--cam-guidance-loss", "evidence", "--cam-caption-target",
                          "discriminative"],
     "mask_feature_cache": ["--cam-mask-guidance", "--freeze-encoder", "--allow-random-frozen-encoder"],
@@ -305,6 +305,7 @@ def test_each_guided_variant_trains_and_its_checkpoint_says_so(run, tmp_path):
         else "mutual"
     assert config["cam_guide"] == recorded["cam_guide"] == expected_guide
     assert config["cam_guidance_loss"] == ("evidence" if "evidence" in options else "cosine")
+    assert config["cam_trains"] == ("all" if "--cam-trains" in options else "intermediate")
     assert "top1" in json.loads((out / "metrics.json").read_text())
     card = (out / "README.md").read_text()
     assert ("one-way teacher" in card) == (expected_guide == "captioner")

@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     guide.add_argument("--cam-mask-guidance", dest="cam_guide", action="store_const", const="mask",
                        help="the oracle: L_cam pulls the classifier's map toward the ground-truth deciding-parts mask "
                             "(datasets with part_mask and discriminative_parts: the synthetic birds)")
+    add("--cam-trains", choices=["intermediate", "all"],
+        help="what L_cam trains: intermediate (default; f_medi only, Algorithm 1) or all (heads and the encoder too)")
     add("--cam-guidance-loss", choices=["cosine", "evidence"],
         help="with --cam-teacher captioner / --cam-mask-guidance: cosine (default; 1 - similarity of the answer "
              "class's map) or evidence (every class's signed evidence outside the guide)")
@@ -401,7 +403,7 @@ _CONFIG_OPTIONS = {"variant": "variant", "conditioning": "conditioning", "cam_gr
                    "encoder": "encoder_name", "num_concepts": "num_concepts", "cam_loss_weight": "cam_loss_weight",
                    "cam_method": "cam_method", "cam_predicted_targets": "cam_predicted_targets",
                    "cam_caption_target": "cam_caption_target", "cam_similarity": "cam_similarity",
-                   "cam_guide": "cam_guide", "cam_guidance_loss": "cam_guidance_loss",
+                   "cam_guide": "cam_guide", "cam_guidance_loss": "cam_guidance_loss", "cam_trains": "cam_trains",
                    "encoder_kwargs": "encoder_kwargs",
                    "encoder_feature_stage": "encoder_feature_stage", "encoder_weights": "encoder_weights"}
 # Config fields that the data decides (vocabulary, classes) or that only describe the file.
