@@ -15,17 +15,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def format_table(label_names: list[str], rows: list[list[tuple[str, float]]]) -> str:
-    """A Markdown table: class, then its top words as `word (weight)`."""
-    lines = ["| class | top words (weight) |", "| --- | --- |"]
-    for name, words in zip(label_names, rows):
-        lines.append(f"| {name} | " + ", ".join(f"{w} ({v:.2f})" for w, v in words) + " |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     from cam_joint import CamJointModel, CamJointProcessor
-    from cam_joint.discriminative_words import top_words
+    from cam_joint.discriminative_words import top_words, word_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a checkpoint folder trained with a discriminative target")
@@ -38,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"'discriminative': the model has no word weights")
     tokenizer = CamJointProcessor.from_pretrained(args.model).tokenizer
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    print(format_table(labels, top_words(weights, tokenizer, args.top)))
+    print(word_table(labels, top_words(weights, tokenizer, args.top)))
     return 0
 
 

@@ -217,6 +217,14 @@ def test_discriminative_weights_of_a_hand_made_corpus():
     assert weights[1, v["bird"]].item() == pytest.approx(math.log(6 / 4) / math.log(6 / 2))
 
 
+def test_the_word_table_shows_the_first_classes_and_counts_the_rest():
+    from cam_joint.discriminative_words import word_table
+
+    table = word_table(["a", "b", "c"], [[("red", 1.0)], [("blue", 1.0), ("cap", 0.5)], []], max_classes=2)
+    assert table.splitlines()[2:4] == ["| a | red (1.00) |", "| b | blue (1.00), cap (0.50) |"]
+    assert "| c |" not in table and "1 more classes" in table
+
+
 def test_a_class_without_captions_weighs_nothing_and_specials_never_count():
     weights = positive_pmi_word_weights([[4, 5], [1, 2, 6]], [0, 0], num_labels=2, vocab_size=7, ignored_ids=[1, 2])
     assert (weights[1] == 0).all() and (weights[0, [1, 2]] == 0).all()
@@ -316,6 +324,9 @@ def test_each_guided_variant_trains_and_its_checkpoint_says_so(run, tmp_path):
         printed = run_script("discriminative_words", ["--model", str(out), "--top", "2"])
         labels = json.loads((out / "config.json").read_text())["id2label"].values()
         assert all(f"| {name} | " in printed for name in labels) and "(1.00)" in printed
+        assert "most telling words" in card and all(f"| {name} | " in card for name in labels)
+    else:
+        assert "most telling words" not in card
 
 
 def run_script(name, argv):

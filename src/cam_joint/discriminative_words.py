@@ -81,4 +81,17 @@ def top_words(weights: Tensor, tokenizer, count: int = 5) -> list[list[tuple[str
     return rows
 
 
-__all__ = ["word_class_counts", "positive_pmi_word_weights", "caption_word_weights", "top_words"]
+def word_table(label_names: Sequence[str], rows: Sequence[Sequence[tuple[str, float]]],
+               max_classes: int | None = None) -> str:
+    """A Markdown table of `top_words`: class, then its words as `word (weight)`; with `max_classes`, the first
+    that many classes and a line saying how many more there are."""
+    shown = len(rows) if max_classes is None else min(max_classes, len(rows))
+    lines = ["| class | top words (weight) |", "| --- | --- |"]
+    for name, words in zip(label_names[:shown], rows[:shown]):
+        lines.append(f"| {name} | " + ", ".join(f"{w} ({v:.2f})" for w, v in words) + " |")
+    if shown < len(rows):
+        lines.append(f"\n({len(rows) - shown} more classes: `python scripts/discriminative_words.py --model DIR`.)")
+    return "\n".join(lines)
+
+
+__all__ = ["word_class_counts", "positive_pmi_word_weights", "caption_word_weights", "top_words", "word_table"]

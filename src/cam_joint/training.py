@@ -724,6 +724,17 @@ def resolve_checkpoint(resume: str, output_dir: Path) -> Path:
     return folders[-1]
 
 
+def caption_word_table(model, processor, classes: int = 20) -> str | None:
+    """The model card's table of each class's top caption words, for a discriminative caption score."""
+    weights = getattr(model, "caption_word_weights", None)
+    if weights is None:
+        return None
+    from .discriminative_words import top_words, word_table
+
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    return word_table(labels, top_words(weights, processor.tokenizer, 5), max_classes=classes)
+
+
 def finish_run(model, processor, eval_split, args, output_dir: Path) -> dict:
     from .evaluation import evaluate_model
     from .hub import write_model_card
@@ -734,5 +745,5 @@ def finish_run(model, processor, eval_split, args, output_dir: Path) -> dict:
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     save_cam_pictures(model, processor, eval_split, output_dir, count=4)
     write_model_card(output_dir, model.config, metrics, training_args=vars(args), dataset_name=args.dataset,
-                     space=args.as_space)
+                     space=args.as_space, word_table=caption_word_table(model, processor))
     return metrics
