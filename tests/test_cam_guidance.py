@@ -277,6 +277,26 @@ def test_the_batch_carries_the_deciding_parts_mask_at_the_input_size():
         torch.testing.assert_close(mask, expected)
 
 
+def test_the_mask_is_resized_and_cropped_as_timm_transforms_the_image():
+    """Reference: timm's own evaluation transform (no normalisation) on the mask drawn as an RGB image."""
+    from PIL import Image
+
+    from cam_joint import CamJointImageProcessor
+    from cam_joint.data.guide_masks import deciding_parts_mask
+
+    parts = np.zeros((30, 40), dtype=np.uint8)  # 40 wide, 30 high: the resize and the crop both matter
+    parts[5:20, 3:31] = 4  # a wing
+    parts[12:28, 25:38] = 1  # a body over part of it
+    processor = CamJointImageProcessor(input_size=(3, 16, 16), crop_pct=0.875, interpolation="bilinear",
+                                       mean=(0, 0, 0), std=(1, 1, 1))
+    ours = deciding_parts_mask(processor, parts, ["wing"])
+    drawn = Image.fromarray(np.repeat((parts == 4)[..., None] * 255, 3, axis=2).astype(np.uint8))
+    reference = processor(drawn)["pixel_values"][0, 0]
+    assert ours.shape == reference.shape == (16, 16)
+    torch.testing.assert_close(ours, reference, atol=1 / 255, rtol=0)
+    assert 0 < ours.mean() < 1
+
+
 def test_mask_guidance_on_a_dataset_without_masks_names_the_dataset_and_the_column():
     from cam_joint.data.synthetic import make_synthetic_dataset
     from cam_joint.training import prepare_cam_targets

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import get_scheduler
 
 from .data import DATASETS, registered_protocols
+from .data.guide_masks import GUIDE_MASK_COLUMNS, check_guide_mask_columns, deciding_parts_mask
 
 logger = logging.getLogger("cam_joint.train")
 
@@ -587,37 +588,7 @@ def prepare_cam_targets(model, processor, train_split, dataset_name: str) -> Non
         model.set_caption_word_weights(caption_word_weights(processor.tokenizer, train_split["captions"],
                                                             train_split["label"], config.num_labels))
     if config.uses_cam_loss and config.cam_guide == "mask":
-        missing = [c for c in GUIDE_MASK_COLUMNS if c not in train_split.column_names]
-        if missing:
-            raise ValueError(f"--cam-mask-guidance needs the deciding parts' ground-truth masks; dataset "
-                             f"{dataset_name!r} has no {' and no '.join(repr(c) for c in missing)} column (the "
-                             f"synthetic birds have them)")
-
-
-# The mask oracle's ground truth: a per-pixel part-index mask and the names of the parts that decide the class.
-GUIDE_MASK_COLUMNS = ("part_mask", "discriminative_parts")
-
-
-def deciding_parts_mask(image_processor, part_mask, part_names) -> torch.Tensor:
-    """The deciding parts' mask (H, W) in [0, 1] at the model's input size: `part_mask` (part index per pixel, the
-    synthetic data's `PART_INDEX`) restricted to `part_names`, resized and center-cropped as the image is."""
-    import numpy as np
-    from PIL import Image
-
-    from .data.synthetic import PART_INDEX
-
-    if image_processor.crop_mode not in ("center", "squash"):
-        raise ValueError(f"the mask guide follows center / squash crops only, not crop_mode="
-                         f"{image_processor.crop_mode!r}")
-    indices = np.asarray(part_mask)
-    selected = np.isin(indices, [PART_INDEX[name] for name in part_names]).astype(np.float32)
-    image = Image.fromarray(selected)  # float32: mode "F"
-    width, height = image_processor.resized_size(image.width, image.height)
-    if (width, height) != image.size:
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
-    crop_height, crop_width = image_processor.input_size[-2:]
-    left, top = (width - crop_width) // 2, (height - crop_height) // 2
-    return torch.from_numpy(np.asarray(image.crop((left, top, left + crop_width, top + crop_height))).copy())
+        check_guide_mask_columns(train_split, dataset_name)
 
 
 class CaptionedImages(Dataset):
@@ -634,7 +605,9 @@ class CaptionedImages(Dataset):
         self.labels = split["label"]
         self.captions = split["captions"]
         # Only the mask columns: reading a row of them never decodes the image.
-        self.mask_rows = split.select_columns(list(GUIDE_MASK_COLUMNS)) if guide_masks else None
+        self.mask_rows = None
+        if guide_masks:
+            self.mask_rows = split.select_columns(list(GUIDE_MASK_COLUMNS))
 
     def __len__(self) -> int:
         return len(self.split)
