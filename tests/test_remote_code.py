@@ -60,10 +60,20 @@ def test_remote_code_imports_only_allowed_modules():
     """`get_imports` is what Transformers' `check_imports` requires installed before loading remote code."""
     from transformers.dynamic_module_utils import get_imports
 
-    assert {"cam_core.py", "losses_cam_joint.py", "modeling_lstm_captioner.py"} <= set(REMOTE_FILES)
+    assert {"cam_core.py", "losses_cam_joint.py", "modeling_lstm_captioner.py", "outputs_cam_joint.py"} <= set(
+        REMOTE_FILES)
     for filename in REMOTE_FILES:
         foreign = set(get_imports(str(SRC / filename))) - ALLOWED_THIRD_PARTY - set(sys.stdlib_module_names)
         assert not foreign, f"{filename} imports {sorted(foreign)}"
+
+
+def test_the_losses_do_not_import_the_model_that_imports_them():
+    """The output type the losses read lives below both (`outputs_cam_joint`): no import circle, not even one
+    hidden behind TYPE_CHECKING (Transformers' reader finds those too)."""
+    from transformers.dynamic_module_utils import get_relative_imports
+
+    assert "modeling_cam_joint" not in get_relative_imports(str(SRC / "losses_cam_joint.py"))
+    assert "losses_cam_joint" in get_relative_imports(str(SRC / "modeling_cam_joint.py"))
 
 
 # ------------------------------------------------------------------------------------------ round trip

@@ -124,7 +124,12 @@ class CamJointConfig(PretrainedConfig):
             parameter the maps depend on (heads, captioner, and the encoder when it is not frozen).
         cam_caption_target (`str`, defaults to `"sum"`):
             Score y of a caption target: `sum` of the token log-probabilities (the log-probability of the whole
-            caption given the image) or `mean` (length-normalised).
+            caption given the image), `mean` (length-normalised), or `discriminative`: sum_t w[c, w_t] log P(w_t),
+            each word weighted by how much it tells class c (positive PMI of word and class in the TRAINING
+            captions, divided by the class's largest; special tokens 0: `discriminative_words`). The weights are
+            fixed at the start of training and saved in the checkpoint (buffer `caption_word_weights`). c is the
+            answer class for the answer caption, the predicted class for the greedy caption and for a map without a
+            label (`grad_cam`, `explain`, the demo).
         cam_predicted_targets (`str`, defaults to `"predicted"`):
             The "p" targets of eq. 6. `predicted`: the classifier's argmax class and the captioner's greedy caption,
             re-chosen from the current model at every step (the paper). `answer`: the answer class and caption stand
@@ -135,6 +140,18 @@ class CamJointConfig(PretrainedConfig):
             How eq. 6 compares two maps: `cosine` (the paper, eq. 7) or `pearson` (the cosine of the maps less their
             means). A flat map has a high cosine with any map, so the cosine rewards both heads for spreading their
             maps out; the correlation does not (see the README's CAM study).
+        cam_guide (`str`, defaults to `"mutual"`):
+            What L_cam pulls the maps toward. `mutual`: eq. 6, the two heads' maps toward each other (the paper).
+            `captioner`: the captioner's answer-caption map is a one-way teacher, detached, so L_cam trains only the
+            classifier's side and agreeing cannot pull the captioner onto the classifier's shortcut. `mask`: the
+            oracle, the ground-truth deciding-parts mask (`part_mask` restricted to `discriminative_parts`, area-
+            averaged to the map's size): how much attention supervision can gain at all. Routing: `cam_trains`.
+        cam_guidance_loss (`str`, defaults to `"cosine"`):
+            The loss of a one-way guide (`cam_guide` captioner / mask). `cosine`: eq. 6's form, 1 - `cam_similarity`
+            of the ANSWER class's map and the guide. `evidence`: for EVERY class, the share of its signed evidence
+            (Grad-CAM without ReLU, whose spatial sum is the logit's first-order contribution) outside the guide
+            region, averaged over classes (`losses_cam_joint.evidence_outside_share`): a map that looks right can
+            still leave the decision to evidence elsewhere (negative evidence, other classes' maps).
         initializer_range (`float`, defaults to 0.02): std of the normal initialisation of the heads.
         bos_token_id, eos_token_id, pad_token_id, unk_token_id (`int`): special token ids of the caption vocabulary.
     """
@@ -173,6 +190,8 @@ class CamJointConfig(PretrainedConfig):
         cam_caption_target: str = "sum",
         cam_predicted_targets: str = "predicted",
         cam_similarity: str = "cosine",
+        cam_guide: str = "mutual",
+        cam_guidance_loss: str = "cosine",
         initializer_range: float = 0.02,
         bos_token_id: int = 1,
         eos_token_id: int = 2,
@@ -226,6 +245,17 @@ class CamJointConfig(PretrainedConfig):
         self.cam_caption_target = cam_caption_target
         self.cam_predicted_targets = cam_predicted_targets
         self.cam_similarity = cam_similarity
+        if cam_guide == "mutual" and cam_guidance_loss != "cosine":
+            raise ValueError(f"CamJointConfig.cam_guidance_loss={cam_guidance_loss!r} is the loss of a one-way guide: "
+                             f"set cam_guide to 'captioner' or 'mask' (eq. 6, cam_guide='mutual', is its own loss)")
+        if cam_guide != "mutual" and not self.use_cam_loss:
+            raise ValueError(f"CamJointConfig.cam_guide={cam_guide!r} guides the CAM loss, which this config does not "
+                             f"train (variant={variant!r}, use_cam_loss={self.use_cam_loss})")
+        if cam_caption_target == "discriminative" and not VARIANTS[variant].has_classifier:
+            raise ValueError(f"CamJointConfig.cam_caption_target='discriminative' weighs a caption's words by the "
+                             f"class it is scored for: variant={variant!r} has no classifier to say which")
+        self.cam_guide = cam_guide
+        self.cam_guidance_loss = cam_guidance_loss
         self.initializer_range = initializer_range
         self.unk_token_id = unk_token_id
         super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
@@ -252,8 +282,9 @@ class CamJointConfig(PretrainedConfig):
 _CHOICES: dict[str, tuple[str, ...]] = {
     "variant": tuple(VARIANTS), "conditioning": CONDITIONINGS, "cam_method": tuple(CAM_METHODS),
     "cam_gradient_mode": CAM_GRADIENT_MODES, "cam_trains": CAM_TRAINS, "intermediate_activation": ACTIVATIONS,
-    "cam_caption_target": ("sum", "mean"), "cam_predicted_targets": ("predicted", "answer"),
-    "cam_similarity": tuple(MAP_SIMILARITIES),
+    "cam_caption_target": ("sum", "mean", "discriminative"), "cam_predicted_targets": ("predicted", "answer"),
+    "cam_similarity": tuple(MAP_SIMILARITIES), "cam_guide": ("mutual", "captioner", "mask"),
+    "cam_guidance_loss": ("cosine", "evidence"),
 }
 
 

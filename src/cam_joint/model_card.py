@@ -65,6 +65,13 @@ Following Algorithm 1, the classifier learns from L_class, the captioner from L_
 | --- | --- |
 {% for name, value in architecture %}| {{ name }} | {{ value }} |
 {% endfor %}
+{%- if word_table %}
+Caption maps weigh each word by how much it tells the class (`cam_caption_target="discriminative"`: positive PMI
+of word and class in the training captions, divided by the class's largest; fixed before training, saved in the
+weights). Each class's most telling words:
+
+{{ word_table }}
+{% endif %}
 ## Usage
 
 The model code ships with the weights (`trust_remote_code=True`); it needs `torch`, `timm` and `transformers`, not
@@ -180,7 +187,7 @@ The training settings were not recorded. The model settings are in `config.json`
 # ------------------------------------------------------------------------------------------------ model card
 def write_model_card(output_dir, config, metrics: Mapping | None, training_args: Mapping | None = None,
                      dataset_name: str | None = None, *, repo_id: str | None = None, space: bool = False,
-                     space_requirement: str | None = None) -> Path:
+                     space_requirement: str | None = None, word_table: str | None = None) -> Path:
     """Write `output_dir/README.md` (Hub metadata with a `model-index`, what the model is, how to use it, its results
     in percent as in Table 2 of the paper, how it was trained) and `output_dir/.eval_results/<dataset>.yaml`.
 
@@ -198,6 +205,8 @@ def write_model_card(output_dir, config, metrics: Mapping | None, training_args:
             `sdk_version`, the installed Gradio's), and `write_space_app` writes `app.py` and `requirements.txt`.
             Push it with `push_to_hub(..., space=True)`.
         space_requirement: with `space`, how the Space installs `cam_joint` (see `write_space_app`).
+        word_table: a Markdown table of the discriminative caption score's top words per class
+            (`discriminative_words.word_table`), shown under the architecture.
 
     Returns the path of README.md.
     """
@@ -216,7 +225,7 @@ def write_model_card(output_dir, config, metrics: Mapping | None, training_args:
         _card_data(cfg, found, dataset_name, split, space=space), template_str=CARD_TEMPLATE, bibtex=BIBTEX,
         paper=PAPER, space=space,
         title=_title(cfg, dataset_name), dataset_title=dataset_name and _dataset_title(dataset_name),
-        architecture=_architecture_rows(cfg),
+        architecture=_architecture_rows(cfg), word_table=word_table,
         **_usage_values(cfg, repo_id or training_args.get("push_to_hub") or "path/to/this/model"),
         **_results_values(metrics, found, dataset_name, split), **_picture_values(output_dir),
         **_training_values(training_args),
@@ -307,8 +316,18 @@ def _architecture_rows(cfg: dict) -> list[tuple[str, str]]:
     if cfg.get("use_cam_loss"):
         rows.append(("CAM loss", f"weight {cfg.get('cam_loss_weight')}, gradient `{cfg.get('cam_gradient_mode')}`, "
                                  f"trains `{cfg.get('cam_trains')}`, caption score `{cfg.get('cam_caption_target')}` "
-                                 f"log-probability, Grad-CAM ReLU {'on' if cfg.get('cam_relu', True) else 'off'}"))
+                                 f"log-probability, Grad-CAM ReLU {'on' if cfg.get('cam_relu', True) else 'off'}"
+                                 + _cam_guide_text(cfg)))
     return rows
+
+
+def _cam_guide_text(cfg: dict) -> str:
+    """What L_cam pulls the maps toward, when not eq. 6's two heads toward each other."""
+    guide = cfg.get("cam_guide", "mutual")
+    if guide == "mutual":
+        return ""
+    toward = "the captioner's map (a one-way teacher)" if guide == "captioner" else "the deciding parts' mask (oracle)"
+    return f"; the classifier's maps pulled toward {toward} by the `{cfg.get('cam_guidance_loss')}` loss"
 
 
 def _usage_values(cfg: dict, repo_id: str) -> dict:

@@ -9,7 +9,9 @@ A model family as Transformers builds one (BLIP): every class reads the same che
 * `CamJointForImageClassification`: + f_class; what `AutoModelForImageClassification` and the image-classification
   pipeline load.
 * `CamJointModel`: the joint model `AutoModel` loads: + f_caption (`model.captioner`, a causal decoder that
-  `generate()` delegates to), the joint loss (`losses_cam_joint`) and the four CAMs of the disagreement loss.
+  `generate()` delegates to), the joint loss (`losses_cam_joint`), the four CAMs of the disagreement loss
+  (`disagreement_maps`) and the classifier's maps with their fixed guide for the one-way guidance losses
+  (`guidance_maps`: the captioner as teacher, the mask oracle).
 
 Every class builds its parts under the same attribute names (encoder, intermediate, classifier, captioner), so the
 state-dict keys are the same in all of them and in checkpoints saved before this layout.
@@ -20,22 +22,22 @@ This file ships next to every checkpoint as remote code: it imports only torch, 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, Union
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import ImageClassifierOutput
-from transformers.utils import ModelOutput
 
 from .cam_core import get_cam_method, pooled_gradient
 from .configuration_cam_joint import CamJointConfig
 from .losses_cam_joint import caption_score, joint_losses, token_log_probs, weighted_sum
 from .modeling_lstm_captioner import CamJointLSTMCaptioner, LSTMCaptionCache
+from .outputs_cam_joint import CamJointOutput, CamJointVisionOutput
 
 # config.captioner_type -> class. A new captioner: one file with a causal-decoder class like CamJointLSTMCaptioner
 # (forward(input_ids, image_embeds, cache) -> logits, `decode`, GenerationMixin) and one line here.
@@ -51,48 +53,6 @@ AUTO_MAP = {
 }
 
 
-# ---------------------------------------------------------------------------------------------------- outputs
-@dataclass
-class CamJointVisionOutput(ModelOutput):
-    """Output of [`CamJointVisionModel`]: A (B, C, h, w), p = GAP(A) (B, C) and z = f_medi(p) (B, D)."""
-
-    feature_maps: Tensor | None = None
-    pooled_features: Tensor | None = None
-    image_embeds: Tensor | None = None
-
-
-@dataclass
-class CamJointOutput(ModelOutput):
-    """Output of [`CamJointModel`].
-
-    Args:
-        loss: the config's weighted sum of the losses below that the given targets allow.
-        class_loss: cross-entropy of the class logits (eq. 1).
-        caption_loss: mean token cross-entropy of the teacher-forced caption (eq. 2).
-        cam_loss: CAM disagreement loss (eq. 6), averaged over the batch.
-        concept_loss: binary cross-entropy of the concept probabilities, summed over the concepts and averaged over
-            the images (`variant="semantic"`, eq. 5 of Liu et al. 2017).
-        logits: class scores, (batch, num_labels).
-        caption_logits: next-token scores of the teacher-forced caption, (batch, length, vocab_size).
-        concept_probs: concept probabilities (`variant="semantic"`), (batch, num_concepts).
-        image_embeds: z, the image vector both heads read, (batch, D).
-        feature_maps: A, the encoder's last feature map, (batch, C, h, w).
-        cache: the captioner's state after the last caption token.
-    """
-
-    loss: Tensor | None = None
-    class_loss: Tensor | None = None
-    caption_loss: Tensor | None = None
-    cam_loss: Tensor | None = None
-    concept_loss: Tensor | None = None
-    logits: Tensor | None = None
-    caption_logits: Tensor | None = None
-    concept_probs: Tensor | None = None
-    image_embeds: Tensor | None = None
-    feature_maps: Tensor | None = None
-    cache: LSTMCaptionCache | None = None
-
-
 # ---------------------------------------------------------------------------------------------------- CAM targets
 class ClassTarget:
     """y = the logit of class `classes[i]` for image i. dy/dz is the classifier's weight row (f_class is linear)."""
@@ -106,16 +66,30 @@ class ClassTarget:
         return (weight.detach() if detach_weights else weight)[self.classes]
 
 
-class CaptionTarget:
-    """y = log P(caption | z), the teacher-forced score of each image's caption (`reduction`: sum or mean)."""
+class AllClassesTarget:
+    """y_k = the logit of EVERY class k for every image: (num_labels, B, D) sensitivities, the classifier's weight
+    rows (the evidence guidance loss looks at every class's map, not only the answer's)."""
 
-    def __init__(self, caption_ids: Tensor, reduction: str = "sum"):
-        self.caption_ids, self.reduction = caption_ids, reduction
+    def __call__(self, model: "CamJointPreTrainedModel", image_embeds: Tensor, create_graph: bool = False,
+                 detach_weights: bool = True) -> Tensor:
+        weight = model.classifier.weight
+        weight = weight.detach() if detach_weights else weight
+        return weight[:, None, :].expand(-1, image_embeds.shape[0], -1)
+
+
+class CaptionTarget:
+    """y = log P(caption | z), the teacher-forced score of each image's caption (`reduction`: sum or mean), or with
+    `reduction="discriminative"` the sum of its token log-probabilities weighted by how much each word tells class
+    `classes[i]` (`model.caption_word_weights`)."""
+
+    def __init__(self, caption_ids: Tensor, reduction: str = "sum", classes: Tensor | None = None):
+        self.caption_ids, self.reduction, self.classes = caption_ids, reduction, classes
 
     def scores(self, model: "CamJointPreTrainedModel", image_embeds: Tensor, detach_weights: bool) -> Tensor:
         logits = _call_captioner(model, detach_weights, "forward", self.caption_ids, image_embeds=image_embeds).logits
         log_probs, mask = token_log_probs(logits, self.caption_ids, model.config.pad_token_id)
-        return caption_score(log_probs, mask, self.reduction)
+        weights = model.caption_token_weights(self.caption_ids, self.classes, self.reduction)
+        return caption_score(log_probs, mask, self.reduction, weights)
 
     def __call__(self, model, image_embeds: Tensor, create_graph: bool = False, detach_weights: bool = True) -> Tensor:
         image_embeds = _leaf_if_needed(image_embeds)
@@ -140,15 +114,16 @@ class GreedyCaptionTarget:
     """y = log P(greedy caption | z): the caption is decoded and scored in ONE pass (decoded with its graph), capped
     at `max_length` tokens. After a call, `caption_ids` holds the decoded captions."""
 
-    def __init__(self, max_length: int, reduction: str = "sum"):
-        self.max_length, self.reduction, self.caption_ids = max_length, reduction, None
+    def __init__(self, max_length: int, reduction: str = "sum", classes: Tensor | None = None):
+        self.max_length, self.reduction, self.classes, self.caption_ids = max_length, reduction, classes, None
 
     def __call__(self, model, image_embeds: Tensor, create_graph: bool = False, detach_weights: bool = True) -> Tensor:
         image_embeds = _leaf_if_needed(image_embeds)
         self.caption_ids, log_probs, mask = _call_captioner(model, detach_weights, "decode", image_embeds,
                                                             self.max_length)
-        (sensitivity,) = torch.autograd.grad(caption_score(log_probs, mask, self.reduction).sum(), image_embeds,
-                                             create_graph=create_graph)
+        weights = model.caption_token_weights(self.caption_ids, self.classes, self.reduction)
+        (sensitivity,) = torch.autograd.grad(caption_score(log_probs, mask, self.reduction, weights).sum(),
+                                             image_embeds, create_graph=create_graph)
         return sensitivity
 
 
@@ -382,7 +357,7 @@ class CamJointPreTrainedModel(PreTrainedModel):
     # ------------------------------------------------------------------ Grad-CAM
     def cam_maps(self, feature_maps: Tensor, targets: Sequence[CamTarget], *, create_graph: bool = False,
                  through_features: bool = False, second_order: bool = True, image_embeds: Tensor | None = None,
-                 method: str | None = None) -> Tensor:
+                 method: str | None = None, relu: bool | None = None) -> Tensor:
         """The maps (K, B, h, w) of K targets per image on feature maps A, by `method` (default `config.cam_method`).
 
         Args:
@@ -393,6 +368,7 @@ class CamJointPreTrainedModel(PreTrainedModel):
             second_order: targets are evaluated at z = f_medi(p) with their graph (their sensitivity is a function of
                 f_medi); else at the constant `image_embeds` (first order). Only matters with `create_graph`.
             image_embeds: z as the forward pass computed it (first-order targets read it, detached).
+            relu: apply Grad-CAM's ReLU (default `config.cam_relu`); `False` gives the signed maps.
         """
         with torch.enable_grad():
             source = feature_maps if through_features else feature_maps.detach()
@@ -409,11 +385,13 @@ class CamJointPreTrainedModel(PreTrainedModel):
                 sensitivities.append(s if s.ndim == 3 else s[None])
             sensitivity = torch.cat(sensitivities).to(pooled.dtype)
             grads = pooled_gradient(pooled, self.image_vector, sensitivity, create_graph=create_graph)
-            return get_cam_method(method or self.config.cam_method)(source, grads, relu=self.config.cam_relu)
+            relu = self.config.cam_relu if relu is None else relu
+            return get_cam_method(method or self.config.cam_method)(source, grads, relu=relu)
 
     def grad_cam(self, pixel_values: Tensor | None = None, labels: Tensor | None = None,
                  caption_ids: Tensor | None = None, create_graph: bool = False,
-                 feature_maps: Tensor | None = None, per_word: bool = False, method: str | None = None) -> Tensor:
+                 feature_maps: Tensor | None = None, per_word: bool = False, method: str | None = None,
+                 caption_classes: Tensor | None = None) -> Tensor:
         """Class-activation maps over the encoder's last feature map, one target per image.
 
         Args:
@@ -424,6 +402,9 @@ class CamJointPreTrainedModel(PreTrainedModel):
             create_graph: keep the graph so the maps can be differentiated (as the CAM loss does).
             per_word: with `caption_ids`, one map per caption word (the log-probability of that word): (B, T-1, h, w).
             method: a name of `cam_core.CAM_METHODS` (default `config.cam_method`, Grad-CAM).
+            caption_classes: with `config.cam_caption_target="discriminative"`, the class (B,) whose word weights
+                score each caption; default the classifier's predicted class (what a user without a label sees,
+                and what the greedy caption of the training loss is weighted by).
 
         Returns:
             (B, h, w) maps (or (B, T-1, h, w) with `per_word`), float32, ReLU applied if `config.cam_relu`.
@@ -440,10 +421,37 @@ class CamJointPreTrainedModel(PreTrainedModel):
             if getattr(self, "captioner", None) is None:
                 raise ValueError(f"variant {self.config.variant!r} has no captioner: use labels")
             self._check_caption_ids(caption_ids)
-            target = (WordTarget if per_word else CaptionTarget)(caption_ids, self.config.cam_caption_target)
+            if per_word:
+                target = WordTarget(caption_ids, self.config.cam_caption_target)
+            else:
+                if self.config.cam_caption_target == "discriminative" and caption_classes is None:
+                    caption_classes = self.predicted_classes(maps)
+                target = CaptionTarget(caption_ids, self.config.cam_caption_target, caption_classes)
         cams = self.cam_maps(maps, [target], create_graph=create_graph, through_features=create_graph,
                              method=method)
         return cams.transpose(0, 1) if per_word else cams[0]
+
+    @torch.no_grad()
+    def predicted_classes(self, feature_maps: Tensor) -> Tensor:
+        """The classifier's argmax class for feature maps A (B,)."""
+        return self.classifier(self.image_vector(feature_maps.mean((2, 3)))).argmax(-1)
+
+    def caption_token_weights(self, caption_ids: Tensor, classes: Tensor | None, reduction: str) -> Tensor | None:
+        """w[c_i, token] of each caption token after bos (B, T-1) for `reduction="discriminative"`, else None.
+
+        Raises if the model asks for discriminative weights it was never given (a buffer still NaN): a score that
+        silently weighted every word 0 would give all-zero caption maps."""
+        if reduction != "discriminative":
+            return None
+        weights = getattr(self, "caption_word_weights", None)
+        if weights is None or classes is None:
+            raise ValueError("cam_caption_target='discriminative' needs the model's caption_word_weights and the "
+                             "class of each caption")
+        if torch.isnan(weights).any():
+            raise ValueError("cam_caption_target='discriminative' but the model's caption_word_weights were never "
+                             "set: compute them from the training captions (cam_joint.discriminative_words."
+                             "positive_pmi_word_weights) and call model.set_caption_word_weights(...)")
+        return weights[classes].gather(1, caption_ids[:, 1:]).to(caption_ids.device)
 
     # ------------------------------------------------------------------ input checks
     def _check_caption_ids(self, input_ids: Tensor) -> None:
@@ -476,7 +484,7 @@ class CamJointPreTrainedModel(PreTrainedModel):
 class CamJointVisionModel(CamJointPreTrainedModel):
     """The image path alone: encoder -> A -> p = GAP(A) -> z = f_medi(p). Loads from any CamJoint checkpoint."""
 
-    _keys_to_ignore_on_load_unexpected = [r"^classifier\.", r"^captioner\."]
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\.", r"^captioner\.", r"^caption_word_weights$"]
 
     def __init__(self, config: CamJointConfig):
         super().__init__(config)
@@ -492,7 +500,7 @@ class CamJointVisionModel(CamJointPreTrainedModel):
 class CamJointForImageClassification(CamJointPreTrainedModel):
     """The classifier: encoder -> f_medi -> f_class (`pipeline("image-classification")`, pytorch-grad-cam)."""
 
-    _keys_to_ignore_on_load_unexpected = [r"^captioner\."]
+    _keys_to_ignore_on_load_unexpected = [r"^captioner\.", r"^caption_word_weights$"]
 
     def __init__(self, config: CamJointConfig):
         super().__init__(config)
@@ -535,6 +543,12 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
             raise ValueError(f"CamJointConfig.captioner_type={config.captioner_type!r} is not one of "
                              f"{', '.join(CAPTIONERS)}")
         self.captioner = CAPTIONERS[config.captioner_type](config, image_size) if config.has_captioner else None
+        if config.cam_caption_target == "discriminative":
+            # w[class, word], fixed at the start of training from the training captions and saved with the weights,
+            # so every map of a checkpoint (training, grad_cam, explain, the demo) weighs words alike. NaN until set:
+            # using it unset raises instead of weighting every word 0.
+            self.register_buffer("caption_word_weights",
+                                 torch.full((config.num_labels, config.vocab_size), float("nan")), persistent=True)
         self.set_encoder_trainable(not config.freeze_encoder)
         self.post_init()
         if self.generation_config is not None:
@@ -551,6 +565,7 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
         attention_mask: Tensor | None = None,
         feature_maps: Tensor | None = None,
         concept_labels: Tensor | None = None,
+        guide_masks: Tensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> CamJointOutput:
@@ -562,6 +577,8 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
             attention_mask: 1 for caption tokens, 0 for padding (optional: padding is read from `pad_token_id`).
             feature_maps: the encoder's feature maps (B, C, h, w) instead of pixels (frozen-encoder feature cache).
             concept_labels: multi-hot concept targets (B, num_concepts) for `variant="semantic"`.
+            guide_masks: the ground-truth deciding-parts masks (B, H, W) in [0, 1] at the input's size, for
+                `config.cam_guide="mask"` (the mask oracle).
         """
         if input_ids is not None:
             self._check_caption_ids(input_ids)
@@ -577,11 +594,22 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
         if self.captioner is not None and input_ids is not None:
             caption = self.captioner(input_ids, image_embeds=z)
             out.caption_logits, out.cache = caption.logits, caption.cache
-        losses = joint_losses(self, out, labels, input_ids, attention_mask, concept_labels)
+        losses = joint_losses(self, out, labels, input_ids, attention_mask, concept_labels, guide_masks)
         for name, value in losses.items():
             setattr(out, name, value)
         out.loss = weighted_sum(self.config, losses)
         return out
+
+    def set_caption_word_weights(self, weights: Tensor) -> None:
+        """Fix w[class, word] of the discriminative caption score (`config.cam_caption_target="discriminative"`)."""
+        expected = (self.config.num_labels, self.config.vocab_size)
+        if getattr(self, "caption_word_weights", None) is None:
+            raise ValueError(f"caption word weights are for cam_caption_target='discriminative'; this model's is "
+                             f"{self.config.cam_caption_target!r}")
+        if tuple(weights.shape) != expected or not torch.isfinite(weights).all():
+            raise ValueError(f"caption word weights must be finite, of shape (num_labels, vocab_size) = {expected}, "
+                             f"got shape {tuple(weights.shape)}")
+        self.caption_word_weights.copy_(weights)
 
     # ------------------------------------------------------------------ the disagreement loss's maps
     def disagreement_maps(self, feature_maps: Tensor, image_embeds: Tensor, class_logits: Tensor, labels: Tensor,
@@ -603,18 +631,65 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
         if cfg.cam_predicted_targets == "answer" and predicted_labels is None and predicted_caption_ids is None:
             predicted_labels, predicted_caption_ids = labels, input_ids
         predicted_class = (class_logits.argmax(-1) if predicted_labels is None else predicted_labels).detach()
-        answer: CamTarget = CaptionTarget(input_ids, cfg.cam_caption_target)
-        if not exact and log_probs is not None and image_embeds.requires_grad:
-            # The caption loss's own teacher-forced pass already holds log P(answer | z): its gradient is the
-            # sensitivity, no second pass through the captioner.
-            score = caption_score(log_probs, mask, cfg.cam_caption_target)
-            (answer,) = torch.autograd.grad(score.sum(), image_embeds, retain_graph=True)
-        predicted: CamTarget = (GreedyCaptionTarget(input_ids.shape[1], cfg.cam_caption_target)
+        answer = self._answer_caption_target(image_embeds, labels, input_ids, log_probs, mask, exact)
+        # A discriminative score weighs the predicted caption's words by the PREDICTED class: both "p" targets are
+        # the model's own answer, as grad_cam / explain weigh a caption without a label.
+        target = cfg.cam_caption_target
+        predicted: CamTarget = (GreedyCaptionTarget(input_ids.shape[1], target, predicted_class)
                                 if predicted_caption_ids is None
-                                else CaptionTarget(predicted_caption_ids, cfg.cam_caption_target))
+                                else CaptionTarget(predicted_caption_ids, target, predicted_class))
         targets = [ClassTarget(labels), ClassTarget(predicted_class), answer, predicted]
         return self.cam_maps(feature_maps, targets, create_graph=True, through_features=cfg.cam_trains == "all",
                              second_order=exact, image_embeds=image_embeds)
+
+    def _answer_caption_target(self, image_embeds: Tensor, labels: Tensor, input_ids: Tensor,
+                               log_probs: Tensor | None, mask: Tensor | None, exact: bool) -> CamTarget:
+        """The answer caption's target, its words weighed (discriminative score) by the answer class."""
+        reduction = self.config.cam_caption_target
+        if not exact and log_probs is not None and image_embeds.requires_grad:
+            # The caption loss's own teacher-forced pass already holds log P(answer | z): its gradient is the
+            # sensitivity, no second pass through the captioner.
+            weights = self.caption_token_weights(input_ids, labels, reduction)
+            score = caption_score(log_probs, mask, reduction, weights)
+            (sensitivity,) = torch.autograd.grad(score.sum(), image_embeds, retain_graph=True)
+            return sensitivity
+        return CaptionTarget(input_ids, reduction, labels)
+
+    # ------------------------------------------------------------------ the guidance losses' maps
+    def guidance_maps(self, feature_maps: Tensor, image_embeds: Tensor, labels: Tensor,
+                      input_ids: Tensor | None = None, guide_masks: Tensor | None = None,
+                      log_probs: Tensor | None = None, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The classifier's maps and their fixed guide for a one-way guidance loss (`config.cam_guide` "captioner"
+        or "mask"), with the routing of `config.cam_trains` on the classifier's side only.
+
+        Returns:
+            maps: `cam_guidance_loss="cosine"`: the answer class's map (1, B, h, w) by `config.cam_method` and
+                `cam_relu`; `"evidence"`: every class's SIGNED Grad-CAM (num_labels, B, h, w), sum_c a_kc A_c
+                without ReLU, whose spatial sum is the class logit's first-order contribution through f_medi.
+            guide: (B, h, w), no graph. The mask oracle: `guide_masks` area-averaged to h x w. The captioner as
+                teacher: its answer-caption map (min-max normalised to [0, 1] for `evidence`), detached, so neither
+                the captioner nor the captioner-side path of f_medi learns from the loss.
+        """
+        cfg = self.config
+        through_features = cfg.cam_trains == "all"
+        if cfg.cam_guidance_loss == "evidence":
+            maps = self.cam_maps(feature_maps, [AllClassesTarget()], create_graph=True,
+                                 through_features=through_features, method="gradcam", relu=False)
+        else:
+            maps = self.cam_maps(feature_maps, [ClassTarget(labels)], create_graph=True,
+                                 through_features=through_features)
+        if cfg.cam_guide == "mask":
+            if guide_masks is None:
+                raise ValueError("cam_guide='mask' needs guide_masks (B, H, W): the deciding parts' ground-truth mask")
+            guide = F.adaptive_avg_pool2d(guide_masks[:, None].to(maps.dtype), maps.shape[-2:])[:, 0]
+            return maps, guide.detach()
+        answer = self._answer_caption_target(image_embeds, labels, input_ids, log_probs, mask,
+                                             cfg.cam_gradient_mode == "exact")
+        guide = self.cam_maps(feature_maps, [answer], image_embeds=image_embeds, second_order=False)[0].detach()
+        if cfg.cam_guidance_loss == "evidence":
+            low, high = guide.amin((-2, -1), keepdim=True), guide.amax((-2, -1), keepdim=True)
+            guide = (guide - low) / (high - low).clamp_min(1e-12)
+        return maps, guide
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
@@ -668,5 +743,6 @@ CamJointModel.register_for_auto_class("AutoModel")
 CamJointForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 __all__ = ["CamJointModel", "CamJointForImageClassification", "CamJointVisionModel", "CamJointPreTrainedModel",
-           "CamJointOutput", "CamJointVisionOutput", "LSTMCaptionCache", "ClassTarget", "CaptionTarget", "WordTarget",
+           "CamJointOutput", "CamJointVisionOutput", "LSTMCaptionCache", "ClassTarget", "AllClassesTarget",
+           "CaptionTarget", "WordTarget",
            "GreedyCaptionTarget", "CAPTIONERS"]

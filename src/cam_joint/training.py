@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import get_scheduler
 
 from .data import DATASETS, registered_protocols
+from .data.guide_masks import GUIDE_MASK_COLUMNS, check_guide_mask_columns, deciding_parts_mask
 from .data.synthetic_backgrounds import SHIFTED_SPLIT
 
 logger = logging.getLogger("cam_joint.train")
@@ -42,9 +43,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--cam-method", help="gradcam (default), hirescam or gradcam++: the maps of the loss and of every picture")
     add("--cam-predicted-targets", choices=["predicted", "answer"],
         help="the 'p' targets of eq. 6: the model's own predictions (default, the paper) or the answers")
-    add("--cam-caption-target", choices=["sum", "mean"], help="caption score: sum (default) or mean log-probability")
+    add("--cam-caption-target", choices=["sum", "mean", "discriminative"],
+        help="caption score: sum (default) or mean log-probability, or discriminative (each word weighted by its "
+             "positive PMI with the class in the training captions)")
     add("--cam-similarity", choices=["cosine", "pearson"],
         help="how eq. 6 compares two maps: cosine (default, the paper) or pearson (correlation; no credit for flat maps)")
+    guide = parser.add_mutually_exclusive_group()
+    guide.add_argument("--cam-teacher", dest="cam_guide", choices=["mutual", "captioner"],
+                       help="captioner: L_cam pulls the classifier's map toward the captioner's (detached: a one-way "
+                            "teacher); mutual (default): eq. 6, both maps toward each other")
+    guide.add_argument("--cam-mask-guidance", dest="cam_guide", action="store_const", const="mask",
+                       help="the oracle: L_cam pulls the classifier's map toward the ground-truth deciding-parts mask "
+                            "(datasets with part_mask and discriminative_parts: the synthetic birds)")
+    add("--cam-trains", choices=["intermediate", "all"],
+        help="what L_cam trains: intermediate (default; f_medi only, Algorithm 1) or all (heads and the encoder too)")
+    add("--cam-guidance-loss", choices=["cosine", "evidence"],
+        help="with --cam-teacher captioner / --cam-mask-guidance: cosine (default; 1 - similarity of the answer "
+             "class's map) or evidence (every class's signed evidence outside the guide)")
     add("--encoder-feature-stage", type=int,
         help="read the CAM's feature map from this timm feature stage (later stages pruned)")
     add("--encoder-kwargs", type=json.loads,
@@ -151,13 +166,15 @@ def main(args: argparse.Namespace) -> int:
     config = model.config
     check_encoder_is_meaningful(args, config)
     check_schedule_options(args, config)
+    prepare_cam_targets(model, processor, train_split, args.dataset)
 
     # 3. Batches: pixels, or cached feature maps when the encoder is frozen.
     train_features = (cached_features(model, processor, train_split, args.train_split, args, accelerator)
                       if config.freeze_encoder else None)
     train_data = CaptionedImages(train_split, processor, config.max_caption_length, args.seed,
                                  features=train_features,
-                                 num_concepts=config.num_concepts if config.variant == "semantic" else 0)
+                                 num_concepts=config.num_concepts if config.variant == "semantic" else 0,
+                                 guide_masks=config.uses_cam_loss and config.cam_guide == "mask")
     train_loader = DataLoader(train_data, batch_size=args.batch_size, shuffle=True, collate_fn=train_data.collate,
                               num_workers=args.num_workers)
 
@@ -328,7 +345,7 @@ class TrainingObjective:
         return {**_losses_of(out), "caption_loss": caption_loss(log_probs, mask)}
 
     def _self_critical(self, model, core, batch, image_index):
-        from .losses_cam_joint import cam_disagreement_loss, self_critical_loss
+        from .losses_cam_joint import cam_loss, self_critical_loss
 
         cfg = self.config
         input_ids = batch.pop("input_ids")
@@ -341,7 +358,7 @@ class TrainingObjective:
         core.captioner.train(was_training)
         losses = _losses_of(out)
         if cfg.uses_cam_loss and out.feature_maps is not None:
-            losses["cam_loss"] = cam_disagreement_loss(core, out, batch["labels"], input_ids)
+            losses["cam_loss"] = cam_loss(core, out, batch["labels"], input_ids, batch.get("guide_masks"))
         advantage, reward, baseline = self.reward(sampled, greedy, image_index)
         losses["scst_loss"] = self_critical_loss(log_probs, mask, advantage)
         return losses, {"reward": reward.mean().item(), "baseline": baseline.mean().item()}
@@ -397,6 +414,7 @@ _CONFIG_OPTIONS = {"variant": "variant", "conditioning": "conditioning", "cam_gr
                    "encoder": "encoder_name", "num_concepts": "num_concepts", "cam_loss_weight": "cam_loss_weight",
                    "cam_method": "cam_method", "cam_predicted_targets": "cam_predicted_targets",
                    "cam_caption_target": "cam_caption_target", "cam_similarity": "cam_similarity",
+                   "cam_guide": "cam_guide", "cam_guidance_loss": "cam_guidance_loss", "cam_trains": "cam_trains",
                    "encoder_kwargs": "encoder_kwargs",
                    "encoder_feature_stage": "encoder_feature_stage", "encoder_weights": "encoder_weights"}
 # Config fields that the data decides (vocabulary, classes) or that only describe the file.
@@ -577,17 +595,36 @@ def _examples(names: list[str], count: int = 5) -> str:
     return " (" + ", ".join(map(str, names[:count])) + (", ..." if len(names) > count else "") + ")"
 
 
+def prepare_cam_targets(model, processor, train_split, dataset_name: str) -> None:
+    """What the CAM loss reads from the training data, fixed at the start: the discriminative caption score's word
+    weights (from the training captions and labels), and for the mask oracle a check that the data has masks."""
+    config = model.config
+    if config.cam_caption_target == "discriminative":
+        from .discriminative_words import caption_word_weights
+
+        model.set_caption_word_weights(caption_word_weights(processor.tokenizer, train_split["captions"],
+                                                            train_split["label"], config.num_labels))
+    if config.uses_cam_loss and config.cam_guide == "mask":
+        check_guide_mask_columns(train_split, dataset_name)
+
+
 class CaptionedImages(Dataset):
     """(image or cached feature map, label, one of its captions) per item. The caption changes every epoch,
-    chosen by (seed, epoch, index) so that a resumed run sees exactly the same batches."""
+    chosen by (seed, epoch, index) so that a resumed run sees exactly the same batches. With `guide_masks`, each item
+    also carries its deciding parts' mask (the mask oracle), read from the split whether images or cached features
+    feed the model."""
 
     def __init__(self, split, processor, max_caption_length: int, seed: int, features: torch.Tensor | None = None,
-                 num_concepts: int = 0):
+                 num_concepts: int = 0, guide_masks: bool = False):
         self.split, self.processor, self.features = split, processor, features
         self.num_concepts = num_concepts
         self.max_caption_length, self.seed, self.epoch = max_caption_length, seed, 0
         self.labels = split["label"]
         self.captions = split["captions"]
+        # Only the mask columns: reading a row of them never decodes the image.
+        self.mask_rows = None
+        if guide_masks:
+            self.mask_rows = split.select_columns(list(GUIDE_MASK_COLUMNS))
 
     def __len__(self) -> int:
         return len(self.split)
@@ -602,6 +639,10 @@ class CaptionedImages(Dataset):
             item["feature_maps"] = self.features[index].float()
         else:
             item["image"] = self.split[index]["image"]
+        if self.mask_rows is not None:
+            row = self.mask_rows[index]
+            item["guide_mask"] = deciding_parts_mask(self.processor.image_processor, row["part_mask"],
+                                                     row["discriminative_parts"])
         return item
 
     def collate(self, items: list[dict]) -> dict:
@@ -619,6 +660,8 @@ class CaptionedImages(Dataset):
         batch["input_ids"] = ids[:, : self.max_caption_length]
         if self.num_concepts:
             batch["concept_labels"] = torch.stack([item["concepts"] for item in items])
+        if self.mask_rows is not None:
+            batch["guide_masks"] = torch.stack([item["guide_mask"] for item in items])
         return batch
 
 
@@ -671,6 +714,17 @@ def resolve_checkpoint(resume: str, output_dir: Path) -> Path:
     return folders[-1]
 
 
+def caption_word_table(model, processor, classes: int = 20) -> str | None:
+    """The model card's table of each class's top caption words, for a discriminative caption score."""
+    weights = getattr(model, "caption_word_weights", None)
+    if weights is None:
+        return None
+    from .discriminative_words import top_words, word_table
+
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    return word_table(labels, top_words(weights, processor.tokenizer, 5), max_classes=classes)
+
+
 def finish_run(model, processor, eval_split, args, output_dir: Path, shifted_split=None) -> dict:
     """Evaluate (with the shortcut testbed, also on ``test_shifted``: `evaluation.evaluate_shifted`), write
     metrics.json, the CAM pictures and the model card."""
@@ -687,5 +741,5 @@ def finish_run(model, processor, eval_split, args, output_dir: Path, shifted_spl
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     save_cam_pictures(model, processor, eval_split, output_dir, count=4)
     write_model_card(output_dir, model.config, metrics, training_args=vars(args), dataset_name=args.dataset,
-                     space=args.as_space)
+                     space=args.as_space, word_table=caption_word_table(model, processor))
     return metrics
