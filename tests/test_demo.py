@@ -36,7 +36,7 @@ import cam_joint.demo as demo_module
 from cam_joint import CamJointConfig, CamJointImageProcessor, CamJointModel, CamJointProcessor, build_caption_tokenizer
 from cam_joint.data.synthetic import make_synthetic_dataset
 from cam_joint.demo import (BEAM, END_WORD, GREEDY, INSTALL_HINT, DemoInputError, analyse_image,
-                            generation_kwargs_for, read_upload)
+                            enlarged, generation_kwargs_for, read_upload, synthetic_example_files)
 from cam_joint.hub import check_space_folder, push_to_hub, write_model_card, write_space_app
 from cam_joint.inference import cam_overlay, load_image
 from cam_joint.prediction import predict_batch
@@ -298,10 +298,12 @@ def _check_result(page, model, processor, path: Path, decoding: str):
     assert shown_classes == [name for _, name, _ in expected.top_classes(5)[0]] and len(shown_classes) == 5
     data_config = processor.image_processor.data_config()
     overlay = _shown_image(page, "#class-cam")
-    assert overlay.shape == (SIZE, SIZE, 3)
-    want = cam_overlay(expected.pixel_values[0], expected.class_maps[0], data_config).astype(int)
+    assert overlay.shape == enlarged(np.zeros((SIZE, SIZE, 3))).shape and overlay.shape[1] >= 256
+    want = enlarged(cam_overlay(expected.pixel_values[0], expected.class_maps[0], data_config)).astype(int)
     assert np.abs(overlay.astype(int) - want).max() <= 1  # same maps; at most a rounding step apart
-    assert _shown_image(page, "#caption-cam").shape == (SIZE, SIZE, 3)
+    assert _shown_image(page, "#caption-cam").shape == overlay.shape
+    # Shown large in the page, not as a thumbnail in its box.
+    assert page.locator("#class-cam img").bounding_box()["width"] >= 256
     return expected
 
 
@@ -339,7 +341,7 @@ def test_demo_page_in_a_real_browser(tiny, uploads, page, tmp_path):
     assert f"“{tokens[1]}”" in label
     page.wait_for_function("([sel, old]) => document.querySelector(sel)?.getAttribute('src') !== old",
                            arg=["#word-map img", first_src])
-    second = cam_overlay(expected.pixel_values[0], expected.word_maps[0, 1], data_config).astype(int)
+    second = enlarged(cam_overlay(expected.pixel_values[0], expected.word_maps[0, 1], data_config)).astype(int)
     assert np.abs(_shown_image(page, "#word-map").astype(int) - second).max() <= 1
     page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
     shutil.copy(tmp_path / "demo.png", "/tmp/demo_screenshot.png")
@@ -453,3 +455,21 @@ def test_pushing_as_a_space_needs_the_space_files(tiny, tmp_path, monkeypatch):
     assert push_to_hub(folder, "org/demo", token="dummy", endpoint=unreachable, space=True).endswith("/commit/1")
     assert calls[0][1]["repo_type"] == "space" and calls[0][1]["space_sdk"] == "gradio"
     assert calls[1][1]["repo_type"] == "space"
+
+
+def test_pictures_are_enlarged_by_whole_factors_so_map_cells_stay_sharp():
+    picture = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    big = enlarged(picture, min_width=7)
+    assert big.shape == (6, 9, 3)  # factor 3: the smallest making it 7 px wide or more
+    assert np.array_equal(big[::3, ::3], picture) and np.array_equal(big[2, 8], picture[0, 2])
+    assert enlarged(np.zeros((96, 96, 3), np.uint8)).shape[1] >= 256 and enlarged(None) is None
+
+
+def test_without_an_examples_folder_the_page_offers_synthetic_birds(tiny, tmp_path):
+    model, processor = tiny[0], tiny[1]
+    paths = synthetic_example_files(tmp_path)
+    assert len(paths) == 3 and len(set(paths)) == 3
+    for path in paths:
+        image = read_upload(path)
+        assert image.size == (192, 192)
+        assert analyse_image(model, processor, image).class_overlay is not None

@@ -184,3 +184,20 @@ def test_model_folder_errors_are_one_line(tiny, tmp_path, capsys):
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and expected in errors[0] and "Traceback" not in err, err
+
+
+def test_a_truncated_jpeg_is_named_and_skipped_when_asked(tiny, tmp_path, capsys):
+    """A photo cut off mid-download: a valid JPEG header, half its data. Without --skip-bad one `error:` line naming
+    it and exit 2; with it, reported and skipped, the other images captioned."""
+    _, _, test, model_dir, images = tiny
+    folder = _copied_into(tmp_path / "photos", images)
+    whole = tmp_path / "whole.jpg"
+    test[1]["image"].convert("RGB").resize((256, 256)).save(whole, format="JPEG", quality=95)
+    (folder / "cut.jpg").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert cli_main(["caption", "--model", str(model_dir), str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "cut.jpg" in err and len(err.strip().splitlines()) == 1
+    assert cli_main(["caption", "--model", str(model_dir), str(folder), "--skip-bad"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("caption:") == len(images) and "cut.jpg" not in out
+    assert "skipped 1 unreadable file" in err and "cut.jpg" in err

@@ -38,6 +38,10 @@ DECODING_CHOICES = (GREEDY, BEAM)
 TOP_K = 5
 # Output pictures sit in boxes this high (pixels), so that a 224-pixel input (the usual) clears the box's label.
 PICTURE_HEIGHT = 300
+# The pictures are sent at least this wide, enlarged by a whole factor with nearest-neighbour sampling: the model's
+# 96 px input would otherwise be a thumbnail in a 300 px box, and nearest keeps each map cell's edges visible.
+SHOWN_MIN_WIDTH = 384
+SYNTHETIC_EXAMPLES = 3  # example images drawn from the synthetic dataset when no examples folder is given
 WORD_MAP_LABEL = "Map of the selected word"
 END_WORD = "⟨end⟩"  # how the eos token is listed among the caption words (it has a map of its own too)
 
@@ -76,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     model, processor = load_model_folder(model_dir, args.device)
-    demo = build_demo(model, processor, examples=example_files(examples_dir))
+    demo = build_demo(model, processor, examples=example_files(examples_dir) or None)
     demo.launch(server_name=args.host, server_port=args.port)
     return 0
 
@@ -217,10 +221,14 @@ def build_demo(model, processor, examples: Sequence[str | os.PathLike] | None = 
         model: a `CamJointModel` in eval mode (loaded from `cam_joint` or with `AutoModel(...,
             trust_remote_code=True)`); any variant: the parts a model lacks are hidden.
         processor: its `CamJointProcessor`.
-        examples: image files offered as examples under the upload box.
+        examples: image files offered as examples under the upload box; None: a few synthetic birds
+            (`synthetic_example_files`).
     """
     gr = _import_gradio()
     from .prediction import image_processor_of
+
+    if examples is None:
+        examples = synthetic_example_files()
 
     image_processor = image_processor_of(processor)
     data_config = image_processor.data_config() if hasattr(image_processor, "data_config") else None
@@ -300,6 +308,36 @@ def _analyse_handler(gr, model, processor, data_config):
     return analyse
 
 
+def enlarged(picture: "np.ndarray | None", min_width: int = SHOWN_MIN_WIDTH) -> "np.ndarray | None":
+    """(H, W, 3) picture repeated k x k per pixel, k the smallest whole factor making it `min_width` wide or more."""
+    import numpy as np
+
+    if picture is None:
+        return None
+    factor = max(1, -(-min_width // picture.shape[1]))
+    return np.repeat(np.repeat(picture, factor, axis=0), factor, axis=1)
+
+
+def synthetic_example_files(folder: str | Path | None = None, count: int = SYNTHETIC_EXAMPLES) -> list[str]:
+    """`count` PNGs of synthetic birds (one per class, `make_synthetic_dataset`), written to `folder` (default a new
+    temporary folder): examples for a visitor without a bird photo, made without any download."""
+    import tempfile
+
+    from .data.synthetic import make_synthetic_dataset
+
+    folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="cam_joint_examples_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    split = make_synthetic_dataset(num_classes=count, train_per_class=0, validation_per_class=0, test_per_class=1,
+                                   image_size=192)["test"]
+    names = split.features["label"].names
+    paths = []
+    for row in split:
+        path = folder / f"synthetic_{names[row['label']]}.png"
+        row["image"].convert("RGB").save(path)
+        paths.append(str(path))
+    return paths
+
+
 def _outputs(gr, result: DemoResult | None, status: str, data_config=None) -> list:
     """Output values in `build_demo`'s order; no result clears them."""
     if result is None:
@@ -309,11 +347,11 @@ def _outputs(gr, result: DemoResult | None, status: str, data_config=None) -> li
     state = {"words": result.words, "word_maps": result.word_maps, "pixel_values": result.pixel_values}
     first = 0 if choices else None
     overlay, label = word_overlay(state, first, data_config)
-    return [status, result.model_input, result.top_classes, result.caption or "", result.class_overlay,
-            result.caption_overlay, gr.update(choices=choices, value=first), gr.update(value=overlay, label=label),
-            state]
+    return [status, enlarged(result.model_input), result.top_classes, result.caption or "",
+            enlarged(result.class_overlay), enlarged(result.caption_overlay), gr.update(choices=choices, value=first),
+            gr.update(value=enlarged(overlay), label=label), state]
 
 
 def _word_update(gr, state, index, data_config):
     overlay, label = word_overlay(state, index, data_config)
-    return gr.update(value=overlay, label=label)
+    return gr.update(value=enlarged(overlay), label=label)

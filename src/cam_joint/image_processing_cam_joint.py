@@ -2,8 +2,9 @@
 
 Every image a user hands over (a PIL image of any mode, a numpy array or a torch tensor laid out (H, W, C), (C, H, W)
 or (H, W), a 4-D batch of those, or a list of any of them) is first turned into an 8-bit RGB PIL image by `to_rgb`,
-then goes through timm's transform. An ordinary RGB PIL image reaches timm untouched, so the output is bit for bit
-timm's own. Anything that is not an image gets a `ValueError` that names the entry, its type and its shape / mode.
+then goes through timm's transform. A PIL image whose EXIF orientation tag says it is stored rotated or mirrored (a
+phone's portrait photo: tag 6) is first turned upright by `exif_upright`, as Transformers' `load_image` does. An
+ordinary RGB PIL image reaches timm untouched, so the output is bit for bit timm's own. Anything that is not an image gets a `ValueError` that names the entry, its type and its shape / mode.
 
 This file ships next to every checkpoint as remote code: it imports only numpy, PIL, torch, timm and transformers.
 """
@@ -16,7 +17,7 @@ import os
 import numpy as np
 import timm.data
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from transformers.image_processing_base import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_transforms import to_channel_dimension_format
@@ -30,6 +31,8 @@ CHANNEL_COUNTS = (1, 3, 4)
 # Float images with values in (1, AMBIGUOUS_FLOAT_MAX] are refused: a [0, 1] image with resampling overshoot and a
 # (nearly black) [0, 255] image look the same there, and guessing wrong silently gives a black or a white image.
 AMBIGUOUS_FLOAT_MAX = 2.0
+# EXIF's Orientation tag (0x0112): 1 upright, 2-8 the stored pixels are mirrored and/or rotated.
+ORIENTATION_TAG = 0x0112
 # Large float / 16-bit arrays are converted a band of rows at a time, so that the temporary float copy stays small
 # (an 8000 x 8000 RGB float32 array is 768 MB; a whole-array float64 copy would be 1.5 GB more).
 _ROWS_PER_CHUNK = 256
@@ -59,6 +62,18 @@ def _type_error(image, name: str) -> UnsupportedImageTypeError:
     hint = " (a file path or URL: open it first, e.g. with `PIL.Image.open(path)`)" if is_path else ""
     return UnsupportedImageTypeError(f"{name}: expected a PIL image, numpy array or torch tensor, got "
                                      f"{_describe(image)}{hint}")
+
+
+def exif_upright(image: Image.Image) -> Image.Image:
+    """The image as it is displayed: rotated / mirrored by its EXIF orientation tag (2-8), which is then dropped.
+
+    Every place this project opens an image file goes through this (the processor's `to_rgb`, `load_image`, the data
+    loaders' `decode_image`), so the model sees what a viewer shows. An image without the tag or with tag 1 is returned
+    as it is (no copy); a transposed image has no tag, so calling this twice changes nothing.
+    """
+    if image.getexif().get(ORIENTATION_TAG, 1) in (None, 1):
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def _is_single_image(image) -> bool:
@@ -201,6 +216,7 @@ def _pil_to_rgb(image: Image.Image, name: str) -> Image.Image:
             reason = ("its file was closed before the image was read: use it inside the `with Image.open(...)` "
                       "block, or call `image.load()` there")
         raise ValueError(f"{name}: cannot decode the {_describe(image)}{source}: {reason}") from error
+    image = exif_upright(image)
     if image.mode.startswith("I;16"):  # scale by bit depth, not by the image's own maximum: dark stays dark
         return Image.fromarray(_in_row_chunks(np.asarray(image), _sixteen_to_eight_bit)).convert("RGB")
     if image.mode == "I":  # 8- or 16-bit data in a 32-bit container
@@ -409,4 +425,4 @@ class CamJointImageProcessor(BaseImageProcessor):
 
 CamJointImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["CamJointImageProcessor", "UnsupportedImageTypeError", "to_rgb"]
+__all__ = ["CamJointImageProcessor", "UnsupportedImageTypeError", "exif_upright", "to_rgb"]

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .image_processing_cam_joint import exif_upright
 from .prediction import image_processor_of, predict_batch
 
 __all__ = ["load_image", "predict", "cam_overlay", "unnormalize", "upsample_map", "explain_figure", "save_cam_pictures",
@@ -28,7 +29,8 @@ __all__ = ["load_image", "predict", "cam_overlay", "unnormalize", "upsample_map"
 
 # ----------------------------------------------------------------------------------------------- helpers
 def load_image(path: str | Path):
-    """Open an image file fully (so a damaged file fails here), as RGB-convertible PIL image.
+    """Open an image file fully (so a damaged file fails here), as RGB-convertible PIL image, upright (its EXIF
+    orientation applied, `exif_upright`).
 
     Raises FileNotFoundError (missing file) or ValueError (not a readable image), each naming the file.
     """
@@ -40,7 +42,7 @@ def load_image(path: str | Path):
     try:
         with Image.open(path) as image:
             image.load()
-            return image.copy()
+            return exif_upright(image.copy())
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from error
 

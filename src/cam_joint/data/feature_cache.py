@@ -26,7 +26,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-FORMAT_VERSION = 1
+# 2: images are turned upright by their EXIF orientation before encoding (`exif_upright`); features cached by
+# version 1 encoded a phone photo as stored (sideways), so they are not reused.
+FORMAT_VERSION = 2
 _DTYPE = torch.float16
 _NP_DTYPE = np.float16
 

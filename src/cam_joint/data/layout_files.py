@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from cam_joint.data.layout_errors import BadItemPolicy, DatasetLayoutError
+from cam_joint.image_processing_cam_joint import exif_upright
 
 CAPTIONS_PER_IMAGE = 10  # Reed et al.'s text_c10: ten descriptions per image, one per line
 
@@ -219,16 +220,19 @@ def decode_image(value: dict | str, image_id: str | None = None):
     """Decode one undecoded ``image`` value (``{"path", "bytes"}``, as a dataset cast to ``Image(decode=False)``
     returns it), raising `DatasetLayoutError` that names the file and the row's ``image_id`` if it does not decode.
 
-    `datasets`' own lazy decoding raises PIL's bare message ("image file is truncated"), naming no file; code that
+    The image comes back upright (EXIF orientation applied, `exif_upright`). `datasets`' own lazy decoding raises
+    PIL's bare message ("image file is truncated"), naming no file; code that
     wants the name (a training loop's collate function) decodes with this instead.
     """
     if isinstance(value, str):
         value = {"path": value, "bytes": None}
     try:
-        return datasets.Image().decode_example(value)
+        image = datasets.Image().decode_example(value)
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError... depending on the damage
         row = f" (image {image_id})" if image_id else ""
         raise DatasetLayoutError(value.get("path") or "<image bytes>", f"image does not decode: {error}{row}") from error
+    # datasets 5 transposes by the EXIF orientation itself; this keeps it so with any release (a no-op when upright).
+    return exif_upright(image)
 
 
 def image_text_features(
