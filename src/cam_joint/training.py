@@ -108,7 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--as-space", action="store_true",
         help="make the output folder a Gradio Space too (app.py, requirements.txt, sdk front matter) and push it as "
              "a Space")
-    add("--report-to", default=None, help="Accelerate trackers, e.g. tensorboard")
+    add("--report-to", default=None, help="Accelerate trackers, e.g. tensorboard or trackio (local: TRACKIO_DIR)")
     add("--skip-bad", action="store_true", help="skip (and report) missing or damaged images and caption files")
     add("--args-from", metavar="TRAINING_ARGS_JSON",
         help="repeat a run: every option (and the model settings) from its training_args.json; --output-dir, "
