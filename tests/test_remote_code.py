@@ -77,11 +77,28 @@ def test_the_losses_do_not_import_the_model_that_imports_them():
 
 
 # ------------------------------------------------------------------------------------------ round trip
+# Prepended to every child script: a Python where `import cam_joint` raises ImportError and the repo's src is not on
+# sys.path, so that only the checkpoint's own code files can define the classes.
+WITHOUT_CAM_JOINT = textwrap.dedent(r'''
+    import os, sys
+    sys.modules["cam_joint"] = None  # `import cam_joint` now raises ImportError
+    _HIDDEN = os.path.realpath(os.environ["CAM_JOINT_HIDDEN_SRC"])
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != _HIDDEN]
+''')
+
+
+def run_without_cam_joint(script: str, args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """Run `script` (Python source) in a fresh process where cam_joint is not importable, offline, from `cwd`."""
+    path = cwd / "child.py"
+    path.write_text(WITHOUT_CAM_JOINT + script)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "TRANSFORMERS_VERBOSITY": "error",
+           "TOKENIZERS_PARALLELISM": "false", "CAM_JOINT_HIDDEN_SRC": str(SRC.parent), **env}
+    return subprocess.run([sys.executable, str(path), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
 CHILD = textwrap.dedent(r'''
     import json, os, sys
-    sys.modules["cam_joint"] = None  # `import cam_joint` now raises ImportError
-    SRC = os.path.realpath(sys.argv[3])
-    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != SRC]
     import torch
     from PIL import Image
     from transformers import AutoModel, AutoModelForImageClassification, AutoProcessor, pipeline
@@ -93,7 +110,7 @@ CHILD = textwrap.dedent(r'''
         results["cam_joint_importable"] = True
     except ImportError:
         results["cam_joint_importable"] = False
-    images = [Image.open(os.path.join(ckpt, "..", f"image_{i}.png")).convert("RGB") for i in range(int(sys.argv[5]))]
+    images = [Image.open(os.path.join(ckpt, "..", f"image_{i}.png")).convert("RGB") for i in range(int(sys.argv[4]))]
 
     processor = AutoProcessor.from_pretrained(ckpt, trust_remote_code=True)
     model = AutoModel.from_pretrained(ckpt, trust_remote_code=True)
@@ -103,7 +120,7 @@ CHILD = textwrap.dedent(r'''
                            ("model", model), ("classifier", classifier))}
     inputs = processor(images=images, text=[""] * len(images))
     tensors["pixel_values"], tensors["input_ids"] = inputs["pixel_values"], inputs["input_ids"]
-    tensors["encoded_captions"] = processor.encode_captions(json.loads(sys.argv[4]))
+    tensors["encoded_captions"] = processor.encode_captions(json.loads(sys.argv[3]))
     with torch.no_grad():
         tensors["logits"] = model(pixel_values=inputs["pixel_values"]).logits
         tensors["classifier_logits"] = classifier(pixel_values=inputs["pixel_values"]).logits
@@ -189,13 +206,8 @@ def round_trip(tmp_path_factory):
     single = processor(images=images[0], text="")
     expected["caption_0"] = processor.decode(model.generate(**single)[0], skip_special_tokens=True)
 
-    script = root / "child.py"
-    script.write_text(CHILD)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf_home"), "PYTHONPATH": "",
-           "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, str(script), str(ckpt), str(out_dir), str(SRC.parent), json.dumps(CAPTIONS),
-               str(NUM_IMAGES)]
-    proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_without_cam_joint(CHILD, [str(ckpt), str(out_dir), json.dumps(CAPTIONS), str(NUM_IMAGES)], root,
+                                 HF_HOME=str(root / "hf_home"))
     assert proc.returncode == 0, f"child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     results = json.loads((out_dir / "results.json").read_text())
     tensors = torch.load(out_dir / "tensors.pt")
@@ -279,10 +291,7 @@ def test_resaving_a_loaded_model_writes_the_code_files_again(round_trip):
 
 
 GRAD_CAM_CHILD = textwrap.dedent(r'''
-    import json, os, sys
-    sys.modules["cam_joint"] = None
-    SRC = os.path.realpath(sys.argv[2])
-    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != SRC]
+    import json
     import numpy as np, torch
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -321,11 +330,7 @@ def test_grad_cam_libraries_hook_feature_map_of_a_frozen_encoder_in_a_fresh_proc
     with torch.no_grad():
         model.classifier.weight.normal_(0, 0.5)
     model.save_pretrained(tmp_path / "ckpt")
-    script = tmp_path / "child.py"
-    script.write_text(GRAD_CAM_CHILD)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "TRANSFORMERS_VERBOSITY": "error"}
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "ckpt"), str(SRC.parent)], env=env,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = run_without_cam_joint(GRAD_CAM_CHILD, [str(tmp_path / "ckpt")], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["frozen"] and result["reference_max"] > 0

@@ -22,6 +22,7 @@ _EXPORTS = {
     "CamJointLSTMCaptioner": "modeling_lstm_captioner",
     "CamJointImageProcessor": "image_processing_cam_joint",
     "CamJointProcessor": "processing_cam_joint",
+    "CamJointCollator": "collator",
     "build_caption_tokenizer": "tokenization",
     "caption_words": "tokenization",
     "cam_from_pooled_gradient": "cam_core",

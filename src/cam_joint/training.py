@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import get_scheduler
 
+from .collator import caption_batch, pick_caption
 from .data import DATASETS, registered_protocols
 from .data.guide_masks import GUIDE_MASK_COLUMNS, check_guide_mask_columns, deciding_parts_mask
 from .data.synthetic_backgrounds import SHIFTED_SPLIT
@@ -129,7 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--as-space", action="store_true",
         help="make the output folder a Gradio Space too (app.py, requirements.txt, sdk front matter) and push it as "
              "a Space")
-    add("--report-to", default=None, help="Accelerate trackers, e.g. tensorboard")
+    add("--report-to", default=None, help="Accelerate trackers, e.g. tensorboard or trackio (local: TRACKIO_DIR)")
     add("--skip-bad", action="store_true", help="skip (and report) missing or damaged images and caption files")
     add("--args-from", metavar="TRAINING_ARGS_JSON",
         help="repeat a run: every option (and the model settings) from its training_args.json; --output-dir, "
@@ -631,7 +632,7 @@ class CaptionedImages(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         captions = self.captions[index]
-        caption = random.Random(f"{self.seed}-{self.epoch}-{index}").choice(captions) if captions else ""
+        caption = pick_caption(captions, random.Random(f"{self.seed}-{self.epoch}-{index}"))
         item = {"label": self.labels[index], "caption": caption, "index": index}
         if self.num_concepts:
             item["concepts"] = concept_targets(self.processor.tokenizer, captions, self.num_concepts)
@@ -652,12 +653,8 @@ class CaptionedImages(Dataset):
             batch["feature_maps"] = torch.stack([item["feature_maps"] for item in items])
         else:
             batch["pixel_values"] = self.processor.image_processor([item["image"] for item in items])["pixel_values"]
-        captions = [item["caption"] for item in items]
-        # An image without captions still trains the classifier: its caption row is padding only, which the
-        # caption loss masks out.
-        ids = self.processor.encode_captions([c or "" for c in captions])
-        ids[torch.tensor([not c for c in captions])] = self.processor.tokenizer.pad_token_id
-        batch["input_ids"] = ids[:, : self.max_caption_length]
+        batch["input_ids"] = caption_batch(self.processor, [item["caption"] for item in items],
+                                           self.max_caption_length)
         if self.num_concepts:
             batch["concept_labels"] = torch.stack([item["concepts"] for item in items])
         if self.mask_rows is not None:
