@@ -134,7 +134,7 @@ def train(model, train_data, train_args, args, timers: Timers) -> None:
     from cam_joint import training
 
     loader = DataLoader(train_data, batch_size=train_args.batch_size, shuffle=True, collate_fn=train_data.collate,
-                        num_workers=args.num_workers, persistent_workers=args.num_workers > 0)
+                        num_workers=args.num_workers)
     optimizer = training.make_optimizer(train_args, model)
     scheduler = get_scheduler(train_args.lr_scheduler_type, optimizer, num_warmup_steps=train_args.warmup_steps,
                               num_training_steps=args.steps)

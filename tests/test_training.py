@@ -189,3 +189,40 @@ def test_as_space_makes_the_output_folder_a_gradio_space(tmp_path):
     assert (out / "app.py").is_file() and (out / "requirements.txt").is_file()
     front_matter = yaml.safe_load((out / "README.md").read_text().split("---")[1])
     assert front_matter["sdk"] == "gradio" and front_matter["app_file"] == "app.py"
+
+
+def test_data_workers_keep_a_seeds_batches(tmp_path):
+    """The same seed gives the same batches (order, images, captions), epoch after epoch, with 0 and 2 workers,
+    through the loader Accelerate prepares as `cam-joint train` does."""
+    import argparse
+
+    from cam_joint import training
+    from cam_joint.data import load_dataset_by_name
+
+    dataset = load_dataset_by_name("synthetic", num_classes=3, train_per_class=6, validation_per_class=1,
+                                   test_per_class=1, image_size=32, seed=0)
+    parser = argparse.ArgumentParser()
+    training.add_arguments(parser)
+
+    def batches(workers: int) -> list[dict]:
+        args = parser.parse_args(["--num-workers", str(workers), "--batch-size", "4", "--output-dir", str(tmp_path)])
+        model, processor = training.build_model_and_processor(args, dataset["train"],
+                                                              dataset["train"].features["label"].names)
+        data = training.CaptionedImages(dataset["train"], processor, 40, args.seed)
+        accelerator = training.make_accelerator(args, tmp_path)
+        torch.manual_seed(args.seed)
+        loader = accelerator.prepare(training.make_train_loader(data, args))
+        seen = []
+        for epoch in range(2):
+            data.epoch = epoch
+            loader.set_epoch(epoch)
+            seen += [batch for _, batch in zip(range(3), loader)]
+        return seen
+
+    single, workers = batches(0), batches(2)
+    assert len(single) == len(workers) == 6
+    assert not torch.equal(single[0]["image_index"], single[3]["image_index"])  # epochs are reshuffled
+    for one, other in zip(single, workers):
+        assert one.keys() == other.keys()
+        for key in one:
+            assert torch.equal(one[key], other[key]), key

@@ -556,6 +556,10 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
     `model.captioner`.
     """
 
+    # The exact CAM loss scores the answer and the predicted caption in one 2B-row pass (False: two passes, as
+    # before; the same values, for benchmarks). Not a config field: it changes speed, not the model.
+    batched_caption_targets: bool = True
+
     def __init__(self, config: CamJointConfig):
         super().__init__(config)
         image_size = self._build_image_path(config)
@@ -642,7 +646,7 @@ class CamJointModel(CamJointPreTrainedModel, GenerationMixin):
                                 if predicted_caption_ids is None
                                 else CaptionTarget(predicted_caption_ids, cfg.cam_caption_target))
         targets = [ClassTarget(labels), ClassTarget(predicted_class), answer, predicted]
-        if exact and not (self.training and cfg.dropout > 0):
+        if exact and self.batched_caption_targets and not (self.training and cfg.dropout > 0):
             targets[2:] = [AnswerAndPredictedCaptionTargets(input_ids, predicted_caption_ids, input_ids.shape[1],
                                                             cfg.cam_caption_target)]
         return self.cam_maps(feature_maps, targets, create_graph=True, through_features=cfg.cam_trains == "all",
