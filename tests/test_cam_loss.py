@@ -369,3 +369,53 @@ def test_answer_targets_stand_in_for_the_predicted_ones():
     out = model(feature_maps=maps, labels=labels, input_ids=ids)
     expected = 2 * (1 - map_cosine(answer_class, answer_caption)).mean()
     torch.testing.assert_close(out.cam_loss, expected.to(out.cam_loss.dtype))
+
+
+@pytest.mark.parametrize("fixed_prediction", [False, True])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("caption_target", ["sum", "discriminative"])
+def test_exact_batched_caption_targets_equal_the_two_separate_passes(fixed_prediction, dropout, caption_target):
+    """The exact mode scores the answer and the predicted caption in one 2B-row pass: its maps and L_cam's gradient
+    on f_medi are those of the two passes it replaces (teacher-forced answer, greedy decoded with its graph). With
+    dropout in training the two-pass path stays (the passes' dropout draws would differ). A discriminative score
+    weighs the answer's words by the label and the predicted caption's by the predicted class in the batched pass
+    too."""
+    from cam_joint.modeling_cam_joint import CaptionTarget, ClassTarget, GreedyCaptionTarget
+
+    model = tiny_model(cam_gradient_mode="exact", intermediate_activation="tanh", dtype=torch.float64,
+                       dropout=dropout, cam_caption_target=caption_target).eval()
+    if caption_target == "discriminative":
+        generator = torch.Generator().manual_seed(0)
+        model.set_caption_word_weights(torch.rand(model.config.num_labels, model.config.vocab_size,
+                                                  generator=generator, dtype=torch.float64))
+    maps, labels, ids = batch(model)
+    predicted_ids = ids.flip(0) if fixed_prediction else None
+
+    def maps_and_grad(batched: bool):
+        model.zero_grad(set_to_none=True)
+        z = model.image_vector(maps.mean((2, 3)))
+        logits = model.classifier(z)
+        if batched:
+            cams = model.disagreement_maps(maps, z, logits, labels, ids, predicted_caption_ids=predicted_ids)
+        else:
+            predicted_class = logits.argmax(-1)
+            predicted = (GreedyCaptionTarget(ids.shape[1], caption_target, predicted_class) if predicted_ids is None
+                         else CaptionTarget(predicted_ids, caption_target, predicted_class))
+            targets = [ClassTarget(labels), ClassTarget(predicted_class), CaptionTarget(ids, caption_target, labels),
+                       predicted]
+            cams = model.cam_maps(maps, targets, create_graph=True, second_order=True, image_embeds=z)
+        (1 - map_cosine(cams[2], cams[3])).mean().backward()
+        return cams.detach(), model.intermediate[0].weight.grad.clone()
+
+    two_passes, one_pass = maps_and_grad(False), maps_and_grad(True)
+    assert two_passes[1].abs().sum() > 0
+    for old, new in zip(two_passes, one_pass):
+        torch.testing.assert_close(new, old, rtol=1e-9, atol=1e-12)
+    model.train()  # with dropout, training takes the two-pass path: same random draws, same maps
+    torch.manual_seed(3)
+    trained_two = maps_and_grad(False)
+    torch.manual_seed(3)
+    trained_new = maps_and_grad(True)
+    if dropout:
+        for old, new in zip(trained_two, trained_new):
+            torch.testing.assert_close(new, old, rtol=1e-9, atol=1e-12)

@@ -218,3 +218,40 @@ def test_a_bad_background_bias_is_one_error_line(tmp_path, capsys):
     assert "error: background_bias must be a number from 0 to 1" in err and "got 1.5" in err
     assert cli_main(["train", *TINY, "--synthetic-shifted-per-class", "5", "--output-dir", str(tmp_path)]) == 2
     assert "exists only with --synthetic-background-bias" in capsys.readouterr().err
+
+
+def test_data_workers_keep_a_seeds_batches(tmp_path):
+    """The same seed gives the same batches (order, images, captions), epoch after epoch, with 0 and 2 workers,
+    through the loader Accelerate prepares as `cam-joint train` does."""
+    import argparse
+
+    from cam_joint import training
+    from cam_joint.data import load_dataset_by_name
+
+    dataset = load_dataset_by_name("synthetic", num_classes=3, train_per_class=6, validation_per_class=1,
+                                   test_per_class=1, image_size=32, seed=0)
+    parser = argparse.ArgumentParser()
+    training.add_arguments(parser)
+
+    def batches(workers: int) -> list[dict]:
+        args = parser.parse_args(["--num-workers", str(workers), "--batch-size", "4", "--output-dir", str(tmp_path)])
+        model, processor = training.build_model_and_processor(args, dataset["train"],
+                                                              dataset["train"].features["label"].names)
+        data = training.CaptionedImages(dataset["train"], processor, 40, args.seed)
+        accelerator = training.make_accelerator(args, tmp_path)
+        torch.manual_seed(args.seed)
+        loader = accelerator.prepare(training.make_train_loader(data, args))
+        seen = []
+        for epoch in range(2):
+            data.epoch = epoch
+            loader.set_epoch(epoch)
+            seen += [batch for _, batch in zip(range(3), loader)]
+        return seen
+
+    single, workers = batches(0), batches(2)
+    assert len(single) == len(workers) == 6
+    assert not torch.equal(single[0]["image_index"], single[3]["image_index"])  # epochs are reshuffled
+    for one, other in zip(single, workers):
+        assert one.keys() == other.keys()
+        for key in one:
+            assert torch.equal(one[key], other[key]), key
