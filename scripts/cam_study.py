@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep runs whose metrics.json exists")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: report the runs already finished (each row says its seeds)")
+    parser.add_argument("--columns", nargs="+", default=None, metavar="METRIC",
+                        help=f"the tables' columns (default: every one of {', '.join(COLUMNS)} the runs hold)")
     args = parser.parse_args()
 
     rows = {"w=0": ["--variant", "intermediate"]}
@@ -91,7 +93,7 @@ def main() -> None:
     metrics = {key: json.loads((path / "metrics.json").read_text()) for key, path in runs.items()}
     curves = {key: cam_loss_curve(path) for key, path in runs.items()}
     class_curves = {key: training_curve(path, "train/class_loss") for key, path in runs.items()}
-    print(format_report(rows, args.seeds, metrics, curves, common, class_curves))
+    print(format_report(rows, args.seeds, metrics, curves, common, class_curves, args.columns))
 
 
 def _slug(label: str) -> str:
@@ -150,8 +152,8 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def format_report(rows, seeds, metrics, curves, common, class_curves=None) -> str:
-    columns = [c for c in COLUMNS if any(c in m for m in metrics.values())]
+def format_report(rows, seeds, metrics, curves, common, class_curves=None, columns=None) -> str:
+    columns = [c for c in (columns or COLUMNS) if any(c in m for m in metrics.values())]
     header = "| row | seeds | " + " | ".join(columns) + " |"
     rule = "|" + "---|" * (len(columns) + 2)
 

@@ -51,6 +51,10 @@ def test_the_shortcut_testbed_columns_and_flag(cam_study, tmp_path):
     # Without the testbed's metrics the table keeps its columns.
     plain = cam_study.format_report(rows, [0], {k: {"top1": 0.9} for k in metrics}, {k: [] for k in metrics}, [])
     assert "| row | seeds | top1 |" in plain and "shifted" not in plain
+    # --columns: the columns asked for, in the order asked.
+    chosen = cam_study.format_report(rows, [0], metrics, {k: [] for k in metrics}, [], None,
+                                     ["top1_shifted", "top1", "CIDEr"])
+    assert "| row | seeds | top1_shifted | top1 |" in chosen and "worst_group" not in chosen
     printed = subprocess.run([sys.executable, str(REPO / "scripts" / "cam_study.py"), "--report-only",
                               "--background-bias", "0.95", "--output-dir", str(tmp_path)],
                              capture_output=True, text=True, check=True).stdout

@@ -11,27 +11,24 @@ training never runs the encoder again.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import math
-import random
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 from transformers import get_scheduler
 
-from .collator import caption_batch, pick_caption
 from .data import DATASETS, registered_protocols
-from .data.guide_masks import GUIDE_MASK_COLUMNS, check_guide_mask_columns, deciding_parts_mask
 from .data.synthetic_backgrounds import SHIFTED_SPLIT
+# Re-exported: the loop's data and model set-up live in their own modules, `training.X` keeps working.
+from .training_data import (SYNTHETIC_DEFAULTS, CaptionedImages, cached_features, concept_targets,  # noqa: F401
+                            has_accelerator, load_training_data, make_train_loader)
+from .training_model import (CONFIG_OPTIONS, DERIVED_FIELDS, SYNTHETIC_ENCODER,  # noqa: F401
+                             build_model_and_processor, check_encoder_is_meaningful, init_from_checkpoint,
+                             prepare_cam_targets, transfer_weights)
 
 logger = logging.getLogger("cam_joint.train")
-
-SYNTHETIC_ENCODER = {"encoder_name": "resnet10t", "encoder_kwargs": {"output_stride": 8}, "encoder_feature_stage": 3}
-SYNTHETIC_DEFAULTS = {"num_classes": 20, "train_per_class": 200, "validation_per_class": 25, "test_per_class": 25,
-                      "image_size": 96}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -389,17 +386,6 @@ def make_accelerator(args, output_dir: Path):
     )
 
 
-def make_train_loader(train_data: "CaptionedImages", args) -> DataLoader:
-    """Shuffled batches. Workers (`--num-workers`) preprocess the next batches while the model trains; the order is
-    the sampler's, the same with 0 or N workers (an item and its caption depend on (seed, epoch, index) only).
-    Not persistent workers: each epoch's workers must see `train_data.epoch` (the caption choice), which a worker
-    kept from the first epoch would not. Default 0: on the 2-core CPU the data path is ~2 % of a step and a worker
-    takes a core from the encoder. Pinned memory only with a GPU (it speeds host-to-device copies, nothing else)."""
-    workers = args.num_workers
-    return DataLoader(train_data, batch_size=args.batch_size, shuffle=True, collate_fn=train_data.collate,
-                      num_workers=workers, pin_memory=workers > 0 and has_accelerator())
-
-
 def make_optimizer(args, model) -> torch.optim.Optimizer:
     trainable = [p for p in model.parameters() if p.requires_grad]
     if args.optimizer == "sgd":
@@ -407,39 +393,13 @@ def make_optimizer(args, model) -> torch.optim.Optimizer:
     return torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
 
 
-def check_encoder_is_meaningful(args, config) -> None:
-    """A frozen encoder that was never given pretrained weights computes features of random filters: the heads train
-    on noise and nothing says so. Refuse it unless asked for."""
-    if (config.freeze_encoder and not (args.encoder_pretrained or args.encoder_weights or args.init_from)
-            and not args.allow_random_frozen_encoder):
-        raise ValueError(f"the encoder {config.encoder_name!r} is frozen but has no pretrained weights: its features "
-                         f"would be those of random filters. Pass --encoder-weights PATH (a local timm checkpoint), "
-                         f"--encoder-pretrained (timm's ImageNet weights, downloaded), or --train-encoder; "
-                         f"--allow-random-frozen-encoder if this is really meant (tests)")
-
-
-# Options whose value the model's config decides when the command line leaves them unset: recorded resolved.
-_CONFIG_OPTIONS = {"variant": "variant", "conditioning": "conditioning", "cam_gradient_mode": "cam_gradient_mode",
-                   "freeze_encoder": "freeze_encoder", "intermediate_size": "intermediate_size",
-                   "hidden_size": "hidden_size", "word_embedding_size": "word_embedding_size",
-                   "encoder": "encoder_name", "num_concepts": "num_concepts", "cam_loss_weight": "cam_loss_weight",
-                   "cam_method": "cam_method", "cam_predicted_targets": "cam_predicted_targets",
-                   "cam_caption_target": "cam_caption_target", "cam_similarity": "cam_similarity",
-                   "cam_guide": "cam_guide", "cam_guidance_loss": "cam_guidance_loss", "cam_trains": "cam_trains",
-                   "encoder_kwargs": "encoder_kwargs",
-                   "encoder_feature_stage": "encoder_feature_stage", "encoder_weights": "encoder_weights"}
-# Config fields that the data decides (vocabulary, classes) or that only describe the file.
-_DERIVED_FIELDS = ("vocab_size", "id2label", "label2id", "auto_map", "architectures", "transformers_version",
-                   "model_type", "_name_or_path", "dtype", "torch_dtype", "encoder_channels")
-
-
 def resolved_args(args, config, processor, data_spec: dict, num_processes: int) -> dict:
     """What the run really used: every option with the value it took (the config file's or the defaults' where the
     command line was silent), the model settings, the data spec. `--args-from` repeats a run from it alone."""
     run = dict(vars(args))
-    run.update({option: getattr(config, field) for option, field in _CONFIG_OPTIONS.items()})
+    run.update({option: getattr(config, field) for option, field in CONFIG_OPTIONS.items()})
     run["preprocessing"] = processor.image_processor.data_config()  # what --image-size (or its default) gave
-    run["model_config"] = {k: v for k, v in config.to_dict().items() if k not in _DERIVED_FIELDS}
+    run["model_config"] = {k: v for k, v in config.to_dict().items() if k not in DERIVED_FIELDS}
     return {**run, **data_spec, "num_processes": num_processes}
 
 
@@ -457,12 +417,6 @@ def repeat_args(args):
     return args
 
 
-def has_accelerator() -> bool:
-    """A GPU (or other torch accelerator) is present."""
-    api = getattr(torch, "accelerator", None)  # torch >= 2.6
-    return api.is_available() if api is not None else torch.cuda.is_available()
-
-
 def check_schedule_options(args, config) -> None:
     if args.stage1_epochs < 0 or (args.scst_after_epochs is not None and args.scst_after_epochs < 0):
         raise ValueError("--stage1-epochs and --scst-after-epochs must be >= 0")
@@ -474,232 +428,6 @@ def check_schedule_options(args, config) -> None:
     if args.scst_after_epochs is not None and args.scst_after_epochs < args.stage1_epochs:
         raise ValueError(f"--scst-after-epochs {args.scst_after_epochs} falls inside stage 1 (--stage1-epochs "
                          f"{args.stage1_epochs}): self-critical training fine-tunes the joint model, after stage 1")
-
-
-def load_training_data(args):
-    """The DatasetDict and a JSON-able description that `cam-joint evaluate` can rebuild it from."""
-    from .data import load_dataset_by_name
-
-    if args.dataset == "synthetic":
-        spec = {**SYNTHETIC_DEFAULTS, "seed": args.seed}
-        for key, value in (("image_size", args.image_size), ("num_classes", args.synthetic_classes),
-                           ("train_per_class", args.synthetic_per_class),
-                           ("distractors", args.synthetic_distractors)):
-            if value:  # only what was asked for: earlier runs' recorded specs stay the same
-                spec[key] = value
-        if args.synthetic_background_bias is not None:  # 0 is a bias too (every background another class's)
-            spec["background_bias"] = args.synthetic_background_bias
-            if args.synthetic_shifted_per_class is not None:
-                spec["shifted_per_class"] = args.synthetic_shifted_per_class
-        elif args.synthetic_shifted_per_class is not None:
-            raise ValueError("--synthetic-shifted-per-class sizes the test_shifted split, which exists only with "
-                             "--synthetic-background-bias")
-        return load_dataset_by_name("synthetic", data_dir=args.data_dir, protocol=args.protocol, **spec), \
-            {"synthetic": spec}
-    options = {"skip_bad": True} if args.skip_bad else {}
-    return load_dataset_by_name(args.dataset, data_dir=args.data_dir, protocol=args.protocol, **options), {}
-
-
-def build_model_and_processor(args, train_split, label_names):
-    from . import CamJointConfig, CamJointImageProcessor, CamJointModel, CamJointProcessor, build_caption_tokenizer
-
-    captions = [c for row in train_split["captions"] for c in row]
-    if args.init_from:
-        return init_from_checkpoint(args, captions, label_names)
-    if getattr(args, "model_settings", None):  # --args-from: the recorded run's own settings
-        settings = dict(args.model_settings)
-    else:
-        settings = json.loads(Path(args.config).read_text()) if args.config else {}
-    for key in _DERIVED_FIELDS:
-        settings.pop(key, None)
-    # Every option that sets a config field, except the encoder weights: load_pretrained_encoder records those once
-    # they have loaded into the encoder.
-    overrides = {field: getattr(args, option) for option, field in _CONFIG_OPTIONS.items()
-                 if option != "encoder_weights"}
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    if args.dataset == "synthetic":
-        # Small and fast by default: a frozen RANDOM encoder cannot learn the synthetic birds (no ImageNet weights
-        # here), so the default fine-tunes a small one. Its maps are read at stride 8 from layer3 (layer4 pruned):
-        # 12x12 at 96 px, fine enough to say which part a map points at, for ~1.2x the cost of the 3x3 ones.
-        if "encoder_name" not in settings:
-            for key, value in SYNTHETIC_ENCODER.items():
-                settings.setdefault(key, value)
-        for key, value in {"freeze_encoder": False, "intermediate_size": 256, "hidden_size": 256,
-                           "word_embedding_size": 128}.items():
-            settings.setdefault(key, value)
-    tokenizer = build_caption_tokenizer(captions) if captions else build_caption_tokenizer(["empty"])
-    words = len(tokenizer) - len(tokenizer.all_special_ids)
-    if settings.get("variant") == "semantic" and settings.get("num_concepts", 1000) > words:
-        # A concept beyond the vocabulary would never be active: K is at most the number of caption words.
-        logger.info("num_concepts %s > the %d words of the caption vocabulary: using %d",
-                    settings.get("num_concepts", 1000), words, words)
-        settings["num_concepts"] = words
-    settings.update(vocab_size=len(tokenizer), max_caption_length=args.max_caption_length,
-                    id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
-    settings.pop("num_labels", None)
-    model = CamJointModel(CamJointConfig(**settings))
-    data_config = model.encoder_data_config()
-    if args.image_size or args.dataset == "synthetic":
-        size = args.image_size or SYNTHETIC_DEFAULTS["image_size"]
-        data_config = {**data_config, "input_size": (3, size, size), "crop_pct": 1.0}
-    processor = CamJointProcessor(CamJointImageProcessor.from_data_config(data_config), tokenizer)
-    return model, processor
-
-
-def init_from_checkpoint(args, captions, label_names):
-    """Fine-tune a saved model on another dataset (Show-and-Tell / ImageCLEF): keep every weight whose meaning
-    survives, re-initialise the class head if the label set changed, and map the vocabulary word by word."""
-    from . import CamJointModel, CamJointProcessor, build_caption_tokenizer
-
-    source = CamJointModel.from_pretrained(args.init_from)
-    source_processor = CamJointProcessor.from_pretrained(args.init_from)
-    tokenizer = build_caption_tokenizer(captions)
-    source_labels = [source.config.id2label[i] for i in range(source.config.num_labels)]
-    config = copy.deepcopy(source.config)
-    config.update({"vocab_size": len(tokenizer), "id2label": dict(enumerate(label_names)),
-                   "label2id": {n: i for i, n in enumerate(label_names)}})
-    config.max_caption_length = max(config.max_caption_length, args.max_caption_length)
-    model = CamJointModel(config)
-    report = transfer_weights(source, model, source_processor.tokenizer.get_vocab(), tokenizer.get_vocab(),
-                              source_labels=source_labels, target_labels=label_names)
-    for line in report:
-        logger.info("init-from: %s", line)
-    return model, CamJointProcessor(source_processor.image_processor, tokenizer)
-
-
-def transfer_weights(source, target, source_vocab, target_vocab, source_labels, target_labels) -> list[str]:
-    """Copy weights from `source` into `target`; rows of word and class matrices are matched by name. Returns the
-    report: what was kept, what is new (initialised fresh) and what the checkpoint had that the new data lacks."""
-    source_state, report = source.state_dict(), []
-    word_rows = [(target_vocab[w], source_vocab[w]) for w in target_vocab if w in source_vocab]
-    class_rows = [(i, source_labels.index(n)) for i, n in enumerate(target_labels) if n in source_labels]
-    vocab_keys = {"captioner.embed_tokens.weight", "captioner.lm_head.weight", "captioner.lm_head.bias"}
-    class_keys = {"classifier.weight", "classifier.bias"}
-    with torch.no_grad():
-        for name, tensor in target.state_dict().items():
-            if name not in source_state:
-                report.append(f"{name}: not in the checkpoint, initialised fresh")
-            elif name in vocab_keys or name in class_keys:
-                rows = word_rows if name in vocab_keys else class_rows
-                for new, old in rows:
-                    tensor[new] = source_state[name][old]
-                kind = "words" if name in vocab_keys else "classes"
-                report.append(f"{name}: kept {len(rows)} of {tensor.shape[0]} {kind}, the rest initialised fresh")
-            elif source_state[name].shape == tensor.shape:
-                tensor.copy_(source_state[name])
-            else:
-                report.append(f"{name}: shape {tuple(source_state[name].shape)} -> {tuple(tensor.shape)}, "
-                              f"initialised fresh")
-    for kind, new_names, old_names in (("words", list(target_vocab), list(source_vocab)),
-                                       ("classes", list(target_labels), list(source_labels))):
-        old_set, new_set = set(old_names), set(new_names)
-        added = [n for n in new_names if n not in old_set]
-        dropped = [n for n in old_names if n not in new_set]
-        report.append(f"{kind}: {len(new_names) - len(added)} kept, {len(added)} added{_examples(added)}, "
-                      f"{len(dropped)} of the checkpoint's dropped{_examples(dropped)}")
-    return report
-
-
-def _examples(names: list[str], count: int = 5) -> str:
-    if not names:
-        return ""
-    return " (" + ", ".join(map(str, names[:count])) + (", ..." if len(names) > count else "") + ")"
-
-
-def prepare_cam_targets(model, processor, train_split, dataset_name: str) -> None:
-    """What the CAM loss reads from the training data, fixed at the start: the discriminative caption score's word
-    weights (from the training captions and labels), and for the mask oracle a check that the data has masks."""
-    config = model.config
-    if config.cam_caption_target == "discriminative":
-        from .discriminative_words import caption_word_weights
-
-        model.set_caption_word_weights(caption_word_weights(processor.tokenizer, train_split["captions"],
-                                                            train_split["label"], config.num_labels))
-    if config.uses_cam_loss and config.cam_guide == "mask":
-        check_guide_mask_columns(train_split, dataset_name)
-
-
-class CaptionedImages(Dataset):
-    """(image or cached feature map, label, one of its captions) per item. The caption changes every epoch,
-    chosen by (seed, epoch, index) so that a resumed run sees exactly the same batches. With `guide_masks`, each item
-    also carries its deciding parts' mask (the mask oracle), read from the split whether images or cached features
-    feed the model."""
-
-    def __init__(self, split, processor, max_caption_length: int, seed: int, features: torch.Tensor | None = None,
-                 num_concepts: int = 0, guide_masks: bool = False):
-        self.split, self.processor, self.features = split, processor, features
-        self.num_concepts = num_concepts
-        self.max_caption_length, self.seed, self.epoch = max_caption_length, seed, 0
-        self.labels = split["label"]
-        self.captions = split["captions"]
-        # Only the mask columns: reading a row of them never decodes the image.
-        self.mask_rows = None
-        if guide_masks:
-            self.mask_rows = split.select_columns(list(GUIDE_MASK_COLUMNS))
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, index: int) -> dict:
-        captions = self.captions[index]
-        caption = pick_caption(captions, random.Random(f"{self.seed}-{self.epoch}-{index}"))
-        item = {"label": self.labels[index], "caption": caption, "index": index}
-        if self.num_concepts:
-            item["concepts"] = concept_targets(self.processor.tokenizer, captions, self.num_concepts)
-        if self.features is not None:
-            item["feature_maps"] = self.features[index].float()
-        else:
-            item["image"] = self.split[index]["image"]
-        if self.mask_rows is not None:
-            row = self.mask_rows[index]
-            item["guide_mask"] = deciding_parts_mask(self.processor.image_processor, row["part_mask"],
-                                                     row["discriminative_parts"])
-        return item
-
-    def collate(self, items: list[dict]) -> dict:
-        batch = {"labels": torch.tensor([item["label"] for item in items]),
-                 "image_index": torch.tensor([item["index"] for item in items])}
-        if self.features is not None:
-            batch["feature_maps"] = torch.stack([item["feature_maps"] for item in items])
-        else:
-            batch["pixel_values"] = self.processor.image_processor([item["image"] for item in items])["pixel_values"]
-        batch["input_ids"] = caption_batch(self.processor, [item["caption"] for item in items],
-                                           self.max_caption_length)
-        if self.num_concepts:
-            batch["concept_labels"] = torch.stack([item["concepts"] for item in items])
-        if self.mask_rows is not None:
-            batch["guide_masks"] = torch.stack([item["guide_mask"] for item in items])
-        return batch
-
-
-def concept_targets(tokenizer, captions: list[str], num_concepts: int) -> torch.Tensor:
-    """Semantic regularisation's ground truth: which of the K most frequent caption words occur in ANY of the image's
-    captions (multi-hot). The vocabulary is ordered by frequency after the 4 special tokens, so concept k is token
-    id 4 + k."""
-    first = len(tokenizer.all_special_ids)
-    targets = torch.zeros(num_concepts)
-    for ids in tokenizer(list(captions), add_special_tokens=False)["input_ids"] if captions else []:
-        concept_ids = torch.tensor([i - first for i in ids if first <= i < first + num_concepts], dtype=torch.long)
-        targets[concept_ids] = 1.0
-    return targets
-
-
-def cached_features(model, processor, split, name, args, accelerator) -> torch.Tensor:
-    """The frozen encoder's feature maps for a split, from the on-disk cache (computed once, on the main process)."""
-    from .data.feature_cache import FeatureCache, feature_key
-
-    cache = FeatureCache(args.cache_dir or Path(args.output_dir).parent / "feature-cache")
-    # output_stride and the feature stage change the features but not the weights: they are part of the key.
-    key = feature_key(model.config.encoder_name, model.encoder, processor.image_processor.data_config(),
-                      dataset=split, split=name, encoder_kwargs=model.config.encoder_kwargs,
-                      encoder_feature_stage=model.config.encoder_feature_stage)
-
-    @torch.no_grad()
-    def encode(rows):
-        return model.get_feature_maps(processor.image_processor(rows["image"])["pixel_values"])
-
-    with accelerator.main_process_first():
-        return cache.get_or_compute(key, split, encode, batch_size=64, desc=f"encoding {name}")
 
 
 def save_checkpoint(accelerator, folder: Path, step: int) -> None:
