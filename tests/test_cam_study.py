@@ -121,3 +121,32 @@ def test_relative_movement_reads_the_trend_of_the_last_fifth(cam_study):
     falling = [2.0 - 0.01 * i for i in range(100)]  # last 20 steps: 1.20 -> 1.01, line change -0.19 over mean 1.105
     move, half = cam_study.relative_movement(falling)
     assert move == pytest.approx(-0.19 / 1.105) and half == pytest.approx(0, abs=1e-9)  # a line: no noise
+
+
+def test_shortcut_reliance_counts_the_mismatched_images_as_evaluation_does(tmp_path):
+    """shortcut_reliance.py: on test_shifted's images whose background is another class's, the share named by the
+    bird is the evaluation's top-1 of that group (metrics.json), and bird + background + neither = 1."""
+    import json
+    import os
+
+    from cam_joint.cli import main as cli_main
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    out = tmp_path / "run"
+    assert cli_main(["train", "--synthetic-classes", "3", "--synthetic-per-class", "4", "--image-size", "48",
+                     "--batch-size", "4", "--intermediate-size", "16", "--hidden-size", "16",
+                     "--word-embedding-size", "8", "--no-caption-metrics", "--eval-split", "validation",
+                     "--synthetic-background-bias", "0.9", "--synthetic-shifted-per-class", "6", "--max-steps", "4",
+                     "--output-dir", str(out)]) == 0
+    result = _script("shortcut_reliance").shortcut_reliance(out)
+    groups = {g["group"]: g for g in json.loads((out / "metrics.json").read_text())["groups"]}
+    mismatched = groups["all classes, background not its own"]
+    assert result["mismatched_images"] == mismatched["size"] > 0
+    assert result["names_the_bird"] == pytest.approx(mismatched["top1"])
+    assert result["names_the_bird"] + result["names_the_background"] + result["names_neither"] == pytest.approx(1)
+    assert 0 <= result["names_the_background"] <= 1 and result["chance"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="not a shortcut-testbed run"):
+        plain = tmp_path / "plain"
+        plain.mkdir()
+        (plain / "training_args.json").write_text(json.dumps({"synthetic": {"num_classes": 3}}))
+        _script("shortcut_reliance").shortcut_reliance(plain)
