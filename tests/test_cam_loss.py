@@ -75,7 +75,9 @@ def test_class_maps_equal_pytorch_grad_cam(encoder, variant):
     reference = reference_grad_cam(model, pixel_values, labels)
     assert ours.shape == reference.shape == (3, 2, 2)
     assert (reference > 0).any(), "degenerate reference: all-zero maps compare nothing"
-    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-7 * np.abs(reference).max())
+    # float32 maps are sums of channel terms that cancel: an entry near 0 carries an error of a few float32 epsilons
+    # times the map's scale, whatever the order of the sum (it changes with threads and memory format).
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
 
 
 @pytest.mark.parametrize("method", ["hirescam", "gradcam++"])
