@@ -14,6 +14,7 @@ Each folder needs the run's weights (`model.safetensors`: kept locally, never co
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 from pathlib import Path
@@ -26,13 +27,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @torch.no_grad()
 def shortcut_reliance(run_dir: Path, batch_size: int = 100) -> dict:
     from cam_joint import CamJointModel, CamJointProcessor
-    from cam_joint.data import load_dataset_by_name
 
     recorded = json.loads((run_dir / "training_args.json").read_text())
     spec = recorded.get("synthetic")
     if not spec or "background_bias" not in spec:
         raise ValueError(f"{run_dir / 'training_args.json'}: not a shortcut-testbed run (no synthetic background_bias)")
-    split = load_dataset_by_name("synthetic", **spec)["test_shifted"]
+    split = _shifted_split(json.dumps(spec, sort_keys=True))
     model = CamJointModel.from_pretrained(run_dir).eval()
     processor = CamJointProcessor.from_pretrained(run_dir)
     predicted = []
@@ -50,6 +50,14 @@ def shortcut_reliance(run_dir: Path, batch_size: int = 100) -> dict:
     return {"run": str(run_dir), "mismatched_images": int(off.sum()), "names_the_bird": bird,
             "names_the_background": background, "names_neither": 1 - bird - background,
             "chance": 1 / model.config.num_labels}
+
+
+@functools.lru_cache(maxsize=4)
+def _shifted_split(spec: str):
+    """test_shifted of a recorded synthetic spec, built once for every run of the same seed."""
+    from cam_joint.data import load_dataset_by_name
+
+    return load_dataset_by_name("synthetic", **json.loads(spec))["test_shifted"]
 
 
 def main() -> None:
