@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from cam_joint.cli import main as cli_main
+from cam_joint.metrics.registry import METRICS
 
 TINY = ["--synthetic-classes", "3", "--synthetic-per-class", "4", "--image-size", "48", "--batch-size", "4",
         "--intermediate-size", "16", "--hidden-size", "16", "--word-embedding-size", "8", "--encoder", "resnet10t",
@@ -200,6 +201,10 @@ def test_the_shortcut_testbed_trains_and_reports_the_shifted_metrics(tmp_path, c
                 "shifted_pointing_game_background_classifier"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["num_images_shifted"] == 3 * 4 and metrics["num_groups"] >= 1
+    # Every per-head map score the run writes is a registered metric, so the model card's table shows it.
+    per_head = [key for key in metrics if key.endswith(("_classifier", "_captioner", "_chance", "_center"))]
+    assert "pointing_game_distractor_classifier" in per_head and "shifted_pointing_game_classifier" in per_head
+    assert [key for key in per_head if key not in METRICS] == []
     assert sum(row["size"] for row in metrics["groups"][:2]) == 3 * 4  # the overall groups cover test_shifted
     recorded = json.loads((out / "training_args.json").read_text())
     assert recorded["synthetic"]["background_bias"] == 0.95 and recorded["synthetic_background_bias"] == 0.95

@@ -132,8 +132,13 @@ METRICS = MetricRegistry(
     Metric("cam_agreement", "CAM agreement", aliases=("camcosine", "camcosineagreement")),
     *localisation("pointing_game", "Pointing game"),
     *localisation("pointing_game_bbox", "Pointing game, box"),
+    # Peak on the distractor parts (the synthetic birds' parts the class does not depend on): lower is better.
+    *localisation("pointing_game_distractor", "Pointing game, distractor parts"),
     # Peak on the background (part mask 0): lower is better; on the evaluated split and on test_shifted.
     *localisation("pointing_game_background", "Pointing game, background"),
+    # The same pointing games on test_shifted (the shortcut testbed's backgrounds-ignore-the-class split).
+    *localisation("shifted_pointing_game", "Pointing game (shifted)"),
+    *localisation("shifted_pointing_game_distractor", "Pointing game, distractor parts (shifted)"),
     *localisation("shifted_pointing_game_background", "Pointing game, background (shifted)"),
     *localisation("energy_pointing", "Energy pointing"),
     *localisation("energy_pointing_bbox", "Energy pointing, box"),
