@@ -56,7 +56,9 @@ def main() -> None:
                         help="train nothing: report the runs already finished (each row says its seeds)")
     parser.add_argument("--columns", nargs="+", default=None, metavar="METRIC",
                         help=f"the tables' columns (default: every one of {', '.join(COLUMNS)} the runs hold)")
-    args = parser.parse_args()
+    rows_asked, argv = _take_rows(sys.argv[1:], parser)
+    args = parser.parse_args(argv)
+    args.row = rows_asked
 
     rows = {"w=0": ["--variant", "intermediate"]}
     rows.update({f"w={w:g}": ["--variant", "cam", "--cam-loss-weight", f"{w:g}"] for w in sorted(args.weights)})
@@ -94,6 +96,22 @@ def main() -> None:
     curves = {key: cam_loss_curve(path) for key, path in runs.items()}
     class_curves = {key: training_curve(path, "train/class_loss") for key, path in runs.items()}
     print(format_report(rows, args.seeds, metrics, curves, common, class_curves, args.columns))
+
+
+def _take_rows(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[tuple[str, str]], list[str]]:
+    """Every `--row LABEL ARGS` pair, taken out of `argv` before argparse sees it: argparse would read an ARGS such as
+    "--cam-mask-guidance" (no space) as an option of ours and refuse it."""
+    rows, rest = [], []
+    tokens = iter(argv)
+    for token in tokens:
+        if token != "--row":
+            rest.append(token)
+            continue
+        pair = [next(tokens, None), next(tokens, None)]
+        if None in pair:
+            parser.error("--row needs two values: LABEL and ARGS (the training arguments of that row)")
+        rows.append(tuple(pair))
+    return rows, rest
 
 
 def _slug(label: str) -> str:

@@ -1,6 +1,7 @@
 """The study scripts: cam_study.py (paired interval, a report over partly finished runs), cam_map_spread.py."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,20 @@ def test_the_shortcut_testbed_columns_and_flag(cam_study, tmp_path):
                               "--background-bias", "0.95", "--output-dir", str(tmp_path)],
                              capture_output=True, text=True, check=True).stdout
     assert "--synthetic-background-bias 0.95" in printed
+
+
+def test_a_row_whose_args_are_one_option_needs_no_leading_space(tmp_path):
+    for slug, top1 in (("w_0", 0.5), ("oracle", 0.75)):
+        (tmp_path / f"{slug}-seed0").mkdir()
+        (tmp_path / f"{slug}-seed0" / "metrics.json").write_text(json.dumps({"top1": top1}))
+    study = [sys.executable, str(REPO / "scripts" / "cam_study.py"), "--report-only", "--seeds", "0", "--weights", "1",
+             "--output-dir", str(tmp_path)]
+    printed = subprocess.run([*study, "--row", "oracle", "--cam-mask-guidance"], capture_output=True, text=True)
+    assert printed.returncode == 0, printed.stderr
+    assert "| oracle | 1 | 75.0 |" in printed.stdout and "| oracle | 1 | +25.0 |" in printed.stdout
+    assert "- oracle: `--variant cam --cam-loss-weight 1 --cam-mask-guidance`" in printed.stdout
+    incomplete = subprocess.run([*study, "--row", "oracle"], capture_output=True, text=True)
+    assert incomplete.returncode == 2 and "--row needs two values" in incomplete.stderr
 
 
 def test_map_spread_statistics_on_hand_computed_maps():
